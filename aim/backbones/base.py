@@ -1,0 +1,347 @@
+"""The backbone protocol: what AIM needs from a frozen multimodal LLM, in the LLM's own tensors.
+
+A prompt is a list of segments: text (``str``), images (``PIL.Image``) and ``Virtual`` runs of
+precomputed embeddings (fused demonstrations). Every adapter turns one prompt into input
+embeddings and position ids exactly as its Hugging Face model would (``_encode``); everything else
+here (padding, forward passes, reading demonstrations, greedy generation) is shared.
+"""
+from __future__ import annotations
+
+import abc
+import logging
+from dataclasses import dataclass, field
+from typing import Optional, Sequence, Union
+
+import torch
+from PIL import Image
+
+from ..images import ImageLike, load_image
+
+logger = logging.getLogger(__name__)
+
+BODY_MARKER = "\u2063AIMBODY\u2063"
+
+
+@dataclass
+class Virtual:
+    """Precomputed embeddings put into a prompt as they are. ``embeds``: (tokens, hidden)."""
+
+    embeds: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.embeds.shape[0]
+
+
+Segment = Union[str, Image.Image, Virtual]
+
+
+@dataclass(frozen=True)
+class Demo:
+    """One image-text demonstration (``image`` may be None for text-only use)."""
+
+    image: Optional[ImageLike]
+    question: str
+    answer: str
+
+
+@dataclass
+class Encoded:
+    """One prompt, unpadded. ``embeds`` (L, hidden); ``position_ids`` (L,) or (P, L) for
+    multi-axis rope (Qwen2-VL: P=3); ``input_ids`` (L,) with a placeholder id at virtual
+    positions; ``spans``: [start, end) of every segment when asked for."""
+
+    embeds: torch.Tensor
+    position_ids: torch.Tensor
+    input_ids: torch.Tensor
+    spans: Optional[list] = None
+
+
+@dataclass
+class PromptBatch:
+    """Left-padded prompts. ``inputs_embeds`` (B, L, hidden), ``attention_mask`` (B, L),
+    ``position_ids`` (B, L) or (P, B, L), ``input_ids`` (B, L) (pad id where padded)."""
+
+    inputs_embeds: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    input_ids: torch.Tensor
+    spans: list = field(default_factory=list)
+
+    @property
+    def lengths(self) -> list[int]:
+        """Prompt tokens per row (image tokens and fused tokens included)."""
+        return self.attention_mask.sum(1).tolist()
+
+
+@dataclass
+class DemoStates:
+    """A demonstration read by the backbone: ``hidden`` (T, hidden) at its T text positions,
+    computed with the image in context; ``token_ids`` (T,) the text tokens themselves."""
+
+    hidden: torch.Tensor
+    token_ids: torch.Tensor
+
+
+@dataclass
+class Generation:
+    """One generated answer with its cost in tokens."""
+
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+
+
+class Backbone(abc.ABC):
+    """A frozen MLLM behind one interface. Subclasses set ``family`` and implement ``_encode``,
+    ``decoder``, ``lm_head``, ``tokenizer`` and ``model_id``."""
+
+    family: str = "base"
+    #: how a demonstration reads as text, after its image
+    demo_template: str = "Question: {question}\nAnswer: {answer}\n"
+    #: how the query reads after its image; the model answers in its own turn
+    query_template: str = "Question: {question}\nAnswer with one word or a short phrase."
+
+    def __init__(self, model_id: str, dtype: torch.dtype = torch.float32, device: str = "cpu", layer: int = -1):
+        self.model_id = model_id
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.layer = layer
+        self._chat_parts: Optional[tuple[str, str, str]] = None
+
+    # ----------------------------------------------------------------- to implement
+    @property
+    @abc.abstractmethod
+    def tokenizer(self):
+        """The LLM's tokenizer."""
+
+    @property
+    @abc.abstractmethod
+    def decoder(self) -> torch.nn.Module:
+        """The LLM's decoder stack: takes inputs_embeds, attention_mask, position_ids."""
+
+    @property
+    @abc.abstractmethod
+    def lm_head(self) -> torch.nn.Module:
+        """hidden (..., hidden) -> logits (..., vocab)."""
+
+    @abc.abstractmethod
+    def _encode(self, segments: Sequence[Segment], spans: bool = False) -> Encoded:
+        """One prompt (segments already wrapped in the chat template) -> its embeddings."""
+
+    def _encode_many(self, prompts: Sequence[Sequence[Segment]], spans: bool = False) -> list[Encoded]:
+        return [self._encode(p, spans=spans) for p in prompts]
+
+    def revision(self) -> Optional[str]:
+        return None
+
+    # ----------------------------------------------------------------- shared
+    @property
+    def hidden_size(self) -> int:
+        return self.input_embeddings.weight.shape[1]
+
+    @property
+    def input_embeddings(self) -> torch.nn.Embedding:
+        return self.decoder.get_input_embeddings()
+
+    def embed_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (...,) -> input embeddings (..., hidden)."""
+        return self.input_embeddings(token_ids.to(self.device))
+
+    def fingerprint(self, layer: Optional[int] = None) -> dict:
+        """What a bank or a fuser must match: family, model, revision, dtype, hidden size, layer."""
+        return {
+            "family": self.family,
+            "model": self.model_id,
+            "revision": self.revision(),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "hidden_size": self.hidden_size,
+            "layer": self.layer if layer is None else layer,
+        }
+
+    def chat_parts(self) -> tuple[str, str, str]:
+        """(prefix, suffix with the generation prompt, suffix without) around a user turn."""
+        if self._chat_parts is None:
+            tok = self.tokenizer
+            if getattr(tok, "chat_template", None):
+                msgs = [{"role": "user", "content": BODY_MARKER}]
+                gen = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+                plain = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=False)
+                prefix, gen_suffix = gen.split(BODY_MARKER)
+                _, suffix = plain.split(BODY_MARKER)
+            else:
+                prefix, gen_suffix, suffix = self.default_chat_parts()
+            self._chat_parts = (prefix, gen_suffix, suffix)
+        return self._chat_parts
+
+    def default_chat_parts(self) -> tuple[str, str, str]:
+        """Used when the tokenizer has no chat template."""
+        return "", "", ""
+
+    def wrap(self, body: Sequence[Segment], generation: bool = True) -> list[Segment]:
+        """Put a prompt body inside one user turn of the chat template."""
+        prefix, gen_suffix, _ = self.chat_parts()
+        out: list[Segment] = ([prefix] if prefix else []) + list(body)
+        if generation and gen_suffix:
+            out.append(gen_suffix)
+        return out
+
+    def encode(self, bodies: Sequence[Sequence[Segment]], generation: bool = True, spans: bool = False,
+               chat: bool = True) -> PromptBatch:
+        """Prompt bodies -> a left-padded batch (see PromptBatch)."""
+        prompts = [self.wrap(b, generation) if chat else list(b) for b in bodies]
+        return self.pad(self._encode_many(prompts, spans=spans))
+
+    def pad(self, items: Sequence[Encoded]) -> PromptBatch:
+        """Left padding; real tokens keep the positions they had alone, so padding changes nothing."""
+        n, hidden = len(items), items[0].embeds.shape[-1]
+        length = max(e.embeds.shape[0] for e in items)
+        multi = items[0].position_ids.dim() == 2
+        embeds = torch.zeros(n, length, hidden, dtype=items[0].embeds.dtype, device=self.device)
+        mask = torch.zeros(n, length, dtype=torch.long, device=self.device)
+        ids = torch.full((n, length), self.pad_id, dtype=torch.long, device=self.device)
+        if multi:
+            pos = torch.ones(items[0].position_ids.shape[0], n, length, dtype=torch.long, device=self.device)
+        else:
+            pos = torch.ones(n, length, dtype=torch.long, device=self.device)
+        spans = []
+        for i, e in enumerate(items):
+            size = e.embeds.shape[0]
+            embeds[i, length - size:] = e.embeds
+            mask[i, length - size:] = 1
+            ids[i, length - size:] = e.input_ids
+            pos[..., i, length - size:] = e.position_ids
+            spans.append([(a + length - size, b + length - size) for a, b in e.spans] if e.spans else None)
+        return PromptBatch(embeds, mask, pos, ids, spans)
+
+    @property
+    def pad_id(self) -> int:
+        tok = self.tokenizer
+        for cand in (tok.pad_token_id, tok.eos_token_id, 0):
+            if cand is not None:
+                return int(cand)
+        return 0
+
+    def run(self, batch: PromptBatch, hidden_states: bool = False, past=None, use_cache: bool = False):
+        """One forward of the LLM over a batch; returns the decoder's output."""
+        return self.decoder(
+            inputs_embeds=batch.inputs_embeds,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            past_key_values=past,
+            use_cache=use_cache,
+            output_hidden_states=hidden_states,
+        )
+
+    @torch.no_grad()
+    def next_token_logits(self, batch: PromptBatch) -> torch.Tensor:
+        """(B, vocab) logits for the token after each prompt."""
+        out = self.run(batch)
+        return self.lm_head(out.last_hidden_state[:, -1]).float()
+
+    # ----------------------------------------------------------------- prompts
+    def demo_text(self, demo: Demo) -> str:
+        return self.demo_template.format(question=demo.question, answer=demo.answer)
+
+    def query_text(self, question: str) -> str:
+        return self.query_template.format(question=question)
+
+    def query_body(self, image: Optional[ImageLike], question: str) -> list[Segment]:
+        body: list[Segment] = [load_image(image)] if image is not None else []
+        return body + [self.query_text(question)]
+
+    def zero_shot_prompts(self, images: Sequence[Optional[ImageLike]], questions: Sequence[str]) -> PromptBatch:
+        """The query alone: image + question in a user turn, then the answer prompt."""
+        return self.encode([self.query_body(i, q) for i, q in zip(images, questions)])
+
+    def raw_icl_body(self, demos: Sequence[Demo], image: Optional[ImageLike], question: str) -> list[Segment]:
+        """Interleaved multi-image prompt: k raw demonstrations, then the query."""
+        body: list[Segment] = []
+        for d in demos:
+            if d.image is not None:
+                body.append(load_image(d.image))
+            body.append(self.demo_text(d))
+        return body + self.query_body(image, question)
+
+    def text_icl_body(self, demos: Sequence[Demo], image: Optional[ImageLike], question: str) -> list[Segment]:
+        """k demonstrations as text only, then the query with its image."""
+        return [self.demo_text(d) for d in demos] + self.query_body(image, question)
+
+    # ----------------------------------------------------------------- demonstrations
+    @torch.no_grad()
+    def read_demos(self, demos: Sequence[Demo], layer: Optional[int] = None) -> list[DemoStates]:
+        """Per demonstration, the hidden states of ``layer`` (default: the backbone's, last = -1)
+        at its text positions, computed with its image in context. Text positions are the tokens
+        of ``demo_text(demo)``; chat-template tokens and image tokens are not among them."""
+        layer = self.layer if layer is None else layer
+        bodies = []
+        for d in demos:
+            body: list[Segment] = [load_image(d.image)] if d.image is not None else []
+            bodies.append(body + [self.demo_text(d)])
+        batch = self.encode(bodies, generation=False, spans=True)
+        out = self.run(batch, hidden_states=True)
+        states = out.hidden_states[layer]
+        result = []
+        for i, spans in enumerate(batch.spans):
+            start, end = spans[-1]
+            result.append(DemoStates(states[i, start:end].clone(), batch.input_ids[i, start:end].clone()))
+        return result
+
+    @torch.no_grad()
+    def image_features(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        """Pooled image features for retrieval keys: the mean of each image's embeddings as the
+        LLM receives them. (N, hidden), float32."""
+        batch = self.encode([[load_image(i)] for i in images], chat=False, spans=True)
+        feats = []
+        for i, spans in enumerate(batch.spans):
+            start, end = spans[0]
+            feats.append(batch.inputs_embeds[i, start:end].float().mean(0))
+        return torch.stack(feats)
+
+    # ----------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(self, batch: PromptBatch, max_new_tokens: int = 16,
+                 stop: Sequence[str] = ("\n",)) -> list[Generation]:
+        """Greedy decoding from inputs_embeds with a KV cache; stops at EOS or a stop string."""
+        tok = self.tokenizer
+        eos = set(t for t in [tok.eos_token_id] + list(getattr(self, "extra_eos_ids", [])) if t is not None)
+        n = batch.inputs_embeds.shape[0]
+        out = self.run(batch, use_cache=True)
+        past = out.past_key_values
+        logits = self.lm_head(out.last_hidden_state[:, -1])
+        mask, pos = batch.attention_mask, batch.position_ids[..., -1:]
+        tokens: list[list[int]] = [[] for _ in range(n)]
+        done = [False] * n
+        for _ in range(max_new_tokens):
+            nxt = logits.argmax(-1)
+            for i in range(n):
+                if done[i]:
+                    continue
+                t = int(nxt[i])
+                if t in eos:
+                    done[i] = True
+                    continue
+                tokens[i].append(t)
+                text = tok.decode(tokens[i], skip_special_tokens=True).lstrip()
+                if any(s in text for s in stop):
+                    done[i] = True
+            if all(done):
+                break
+            mask = torch.cat([mask, mask.new_ones(n, 1)], dim=1)
+            pos = pos + 1
+            step = PromptBatch(self.embed_tokens(nxt[:, None]).to(batch.inputs_embeds.dtype), mask, pos,
+                               nxt[:, None])
+            out = self.run(step, past=past, use_cache=True)
+            past = out.past_key_values
+            logits = self.lm_head(out.last_hidden_state[:, -1])
+        results = []
+        for i in range(n):
+            text = tok.decode(tokens[i], skip_special_tokens=True).lstrip()
+            for s in stop:
+                text = text.split(s)[0]
+            results.append(Generation(text.strip(), int(batch.attention_mask[i].sum()), len(tokens[i])))
+        return results
+
+    def answer(self, images: Sequence[Optional[ImageLike]], questions: Sequence[str],
+               max_new_tokens: int = 16) -> list[Generation]:
+        """Zero-shot answers to a batch of questions."""
+        return self.generate(self.zero_shot_prompts(images, questions), max_new_tokens=max_new_tokens)

@@ -1,0 +1,93 @@
+"""Backbone names -> adapters, imported on first use; outside packages add their own through the
+entry-point group ``aim.backbones`` (``name = "package.module:Class"``)."""
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+from importlib.metadata import entry_points
+from typing import Optional
+
+import torch
+
+from ..errors import BackboneError
+
+logger = logging.getLogger(__name__)
+
+#: short name -> "module:Class"
+BUILTIN = {
+    "pocket": "aim.backbones.pocket:PocketBackbone",
+    "llava": "aim.backbones.llava:LlavaBackbone",
+    "llava_next": "aim.backbones.llava:LlavaNextBackbone",
+    "qwen2_vl": "aim.backbones.qwen2_vl:Qwen2VLBackbone",
+    "qwen2_5_vl": "aim.backbones.qwen2_vl:Qwen25VLBackbone",
+    "idefics2": "aim.backbones.idefics:Idefics2Backbone",
+    "idefics3": "aim.backbones.idefics:Idefics3Backbone",
+    "smolvlm": "aim.backbones.idefics:SmolVLMBackbone",
+}
+ENTRY_POINT_GROUP = "aim.backbones"
+DEFAULT_BACKBONE = "pocket"
+
+
+def available() -> dict[str, str]:
+    """Every known family name with its dotted path, built-ins first, then entry points."""
+    names = dict(BUILTIN)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        names.setdefault(ep.name, ep.value)
+    return names
+
+
+def adapter_class(family: str):
+    """The adapter class for a family name (imported now)."""
+    names = available()
+    if family not in names:
+        raise BackboneError(f"unknown backbone {family!r}: use one of {', '.join(sorted(names))}, "
+                            "a model folder, or a hub id of one of those families")
+    module, _, attr = names[family].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _model_type(path_or_id: str, trust_remote_code: bool, revision: Optional[str]) -> str:
+    if os.path.isdir(path_or_id):
+        cfg = os.path.join(path_or_id, "config.json")
+        if not os.path.isfile(cfg):
+            raise BackboneError(f"{path_or_id} is not a model folder: it has no config.json "
+                                "(point --backbone at a folder written by save_pretrained, or a name)")
+        try:
+            with open(cfg) as f:
+                return json.load(f)["model_type"]
+        except (ValueError, KeyError) as err:
+            raise BackboneError(f"{cfg} is not a transformers config (no model_type): {err}") from err
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path_or_id, trust_remote_code=trust_remote_code,
+                                          **({"revision": revision} if revision else {})).model_type
+    except (OSError, ValueError) as err:
+        raise BackboneError(f"unknown backbone {path_or_id!r}: not a built-in name ({', '.join(sorted(BUILTIN))}), "
+                            f"not a model folder, and not loadable as a hub id ({err.__class__.__name__})") from err
+
+
+def load_backbone(name_or_path: str = DEFAULT_BACKBONE, *, dtype: torch.dtype | str = torch.float32,
+                  device: str = "cpu", device_map=None, load_in_4bit: bool = False, load_in_8bit: bool = False,
+                  trust_remote_code: bool = False, revision: Optional[str] = None, layer: int = -1):
+    """Load a backbone by short name (``pocket``), model folder or hub id.
+
+    ``family:path`` forces a family (``llava:/models/my-llava``)."""
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    opts = dict(dtype=dtype, device=device, device_map=device_map, load_in_4bit=load_in_4bit,
+                load_in_8bit=load_in_8bit, trust_remote_code=trust_remote_code, revision=revision, layer=layer)
+    family, sep, rest = name_or_path.partition(":")
+    if sep and family in available():
+        return adapter_class(family).from_pretrained(rest, **opts)
+    if name_or_path in available():
+        if name_or_path == DEFAULT_BACKBONE or not hasattr(adapter_class(name_or_path), "model_class"):
+            return adapter_class(name_or_path).from_pretrained(None, **opts)
+        raise BackboneError(f"{name_or_path!r} is a family; give a model too: {name_or_path}:PATH_OR_HUB_ID")
+    model_type = _model_type(name_or_path, trust_remote_code, revision)
+    if model_type not in available():
+        raise BackboneError(f"{name_or_path}: model type {model_type!r} has no adapter; "
+                            f"known: {', '.join(sorted(available()))} (or register one under '{ENTRY_POINT_GROUP}')")
+    return adapter_class(model_type).from_pretrained(name_or_path, **opts)
