@@ -1,0 +1,1 @@
+"""Evaluation: answer metrics and scoring of model outputs."""
