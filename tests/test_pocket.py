@@ -1,0 +1,120 @@
+"""The pocket backbone through the protocol: exactness of the embeds path, demonstration reading,
+several images per prompt, generation, and its loading errors."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from aim import BackboneError, Demo, ImageError, Virtual, load_backbone
+from aim.backbones.pocket import DEFAULT_CONNECTOR
+
+pytestmark = pytest.mark.skipif(not os.path.isfile(os.path.join(DEFAULT_CONNECTOR, "connector.safetensors")),
+                                reason="no shipped connector checkpoint yet")
+
+
+@pytest.fixture(scope="module")
+def pocket():
+    return load_backbone("pocket")
+
+
+def image(seed, size=64):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+
+
+def direct_embeds(bb, body):
+    """The pocket prompt built by hand: chat prefix tokens, image tokens, text tokens."""
+    prefix, gen_suffix, _ = bb.chat_parts()
+    parts = []
+    for seg in [prefix] + body + [gen_suffix]:
+        if isinstance(seg, str):
+            ids = torch.tensor(bb.tokenizer(seg, add_special_tokens=False).input_ids)
+            parts.append(bb.llm.get_input_embeddings()(ids))
+        else:
+            pixels = bb.vision.preprocess([seg])
+            parts.append(bb.connector(bb.vision(pixels))[0])
+    return torch.cat(parts)[None]
+
+
+def test_zero_shot_logits_equal_a_direct_forward(pocket):
+    bodies = [[image(0), "What colour is the shape?"], [image(1), "Is there a circle in the image? Be brief."]]
+    batch = pocket.encode(bodies)
+    logits = pocket.next_token_logits(batch)
+    for i, body in enumerate(bodies):
+        with torch.no_grad():
+            ref = pocket.llm(inputs_embeds=direct_embeds(pocket, body)).logits[0, -1]
+        assert (logits[i] - ref).abs().max() < 1e-4
+        alone = pocket.next_token_logits(pocket.encode([body]))
+        assert (alone[0] - ref).abs().max() < 1e-4
+
+
+def test_read_demos_states_are_the_text_positions(pocket):
+    demos = [Demo(image(2), "what shape is in the image?", "circle"),
+             Demo(image(3), "what color is the big shape on the left?", "dark blue")]
+    batch_states = pocket.read_demos(demos)
+    for d, st in zip(demos, batch_states):
+        ids = pocket.tokenizer(pocket.demo_text(d), add_special_tokens=False).input_ids
+        assert st.token_ids.tolist() == ids
+        assert st.hidden.shape == (len(ids), pocket.hidden_size)
+        body = [d.image, pocket.demo_text(d)]
+        prefix = pocket.chat_parts()[0]
+        embeds = direct_embeds(pocket, body)[:, : -len(pocket.tokenizer(pocket.chat_parts()[1],
+                                                                          add_special_tokens=False).input_ids)]
+        with torch.no_grad():
+            ref = pocket.llm(inputs_embeds=embeds, output_hidden_states=True).hidden_states[-1][0, -len(ids):]
+        assert (st.hidden - ref).abs().max() < 1e-4
+        one = pocket.read_demos([d])[0]
+        assert (one.hidden - st.hidden).abs().max() < 1e-4
+        assert prefix.startswith("<|im_start|>")
+
+
+def test_middle_layer_and_several_images(pocket):
+    demos = [Demo(image(4), "what is it?", "a bag"), Demo(image(5), "what is it?", "a coat")]
+    mid = pocket.read_demos(demos, layer=15)
+    last = pocket.read_demos(demos)
+    assert not torch.allclose(mid[0].hidden, last[0].hidden)
+    raw = pocket.encode([pocket.raw_icl_body(demos, image(6), "what is it?")])
+    text = pocket.encode([pocket.text_icl_body(demos, image(6), "what is it?")])
+    assert raw.lengths[0] - text.lengths[0] == 2 * pocket.image_tokens
+
+
+def test_virtual_tokens_equal_their_text(pocket):
+    demo = Demo(None, "what shape is this?", "triangle")
+    ids = torch.tensor(pocket.tokenizer(pocket.demo_text(demo), add_special_tokens=False).input_ids)
+    fused = pocket.encode([[Virtual(pocket.embed_tokens(ids))] + pocket.query_body(image(7), "what shape?")])
+    text = pocket.encode([pocket.text_icl_body([demo], image(7), "what shape?")])
+    assert (pocket.next_token_logits(fused) - pocket.next_token_logits(text)).abs().max() < 1e-4
+
+
+def test_generate_batch_equals_one_at_a_time(pocket):
+    imgs, qs = [image(8), image(9)], ["What is shown in the image?", "What colour is it? Answer in one word."]
+    both = pocket.answer(imgs, qs, max_new_tokens=6)
+    for i in range(2):
+        alone = pocket.answer([imgs[i]], [qs[i]], max_new_tokens=6)[0]
+        assert alone.text == both[i].text
+        assert both[i].new_tokens <= 6
+    no_image = pocket.answer([None], [qs[0]], max_new_tokens=6)[0]
+    assert no_image.prompt_tokens == both[0].prompt_tokens - pocket.image_tokens
+
+
+def test_image_features_and_fingerprint(pocket):
+    feats = pocket.image_features([image(10), image(11)])
+    assert feats.shape == (2, pocket.hidden_size) and torch.isfinite(feats).all()
+    fp = pocket.fingerprint()
+    assert fp["family"] == "pocket" and fp["hidden_size"] == 576 and fp["layer"] == -1 and fp["revision"]
+
+
+def test_missing_and_corrupt_images(pocket, tmp_path):
+    with pytest.raises(ImageError, match="nope.png"):
+        pocket.answer([str(tmp_path / "nope.png")], ["q"])
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png at all")
+    with pytest.raises(ImageError, match="bad.png.*corrupt"):
+        pocket.read_demos([Demo(str(bad), "q", "a")])
+
+
+def test_connector_folder_errors(tmp_path):
+    with pytest.raises(BackboneError, match="not a connector checkpoint"):
+        load_backbone(f"pocket:{tmp_path}")
