@@ -75,6 +75,20 @@ def answer(dataset: str, limit: int, batch_size: int, no_image: bool, **opts) ->
 
 
 @cli.command()
+@_backbone_options
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.argument("question")
+@click.option("--max-new-tokens", default=24, show_default=True)
+def ask(image: str, question: str, max_new_tokens: int, **opts) -> None:
+    """Answer QUESTION about IMAGE (a file) zero-shot."""
+    from .images import load_image
+
+    picture = load_image(image)  # a bad file fails before the model loads
+    backbone = _load_backbone(opts)
+    click.echo(backbone.answer([picture], [question], max_new_tokens=max_new_tokens)[0].text)
+
+
+@cli.command()
 def info() -> None:
     """Versions, the known backbones and where caches live."""
     import torch

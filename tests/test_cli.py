@@ -1,0 +1,64 @@
+"""The command line: one clear error line for bad input, tables for results."""
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from aim.backbones.pocket import DEFAULT_CONNECTOR
+from aim.cli import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HAS_POCKET = os.path.isfile(os.path.join(DEFAULT_CONNECTOR, "connector.safetensors"))
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "cli.py"), *args], capture_output=True, text=True,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=300)
+
+
+def one_error_line(proc):
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def test_unknown_backbone_name():
+    line = one_error_line(run_cli("answer", "--backbone", "no-such-model", "--limit", "1"))
+    assert "no-such-model" in line and "pocket" in line
+
+
+def test_folder_that_is_not_a_model(tmp_path):
+    line = one_error_line(run_cli("answer", "--backbone", str(tmp_path), "--limit", "1"))
+    assert str(tmp_path) in line and "config.json" in line
+
+
+def test_missing_and_corrupt_image(tmp_path):
+    line = one_error_line(run_cli("ask", str(tmp_path / "missing.jpg"), "what is it?"))
+    assert "missing.jpg" in line and "not found" in line
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    line = one_error_line(run_cli("ask", str(bad), "what is it?"))
+    assert "broken.png" in line and "corrupt" in line
+
+
+def test_unknown_dataset():
+    line = one_error_line(run_cli("answer", "--dataset", "coco:val", "--limit", "1"))
+    assert "coco:val" in line and "easy-vqa:test" in line
+
+
+def test_help_lists_commands():
+    out = CliRunner().invoke(cli, ["--help"]).output
+    for command in ("answer", "ask", "info", "train"):
+        assert command in out
+
+
+@pytest.mark.skipif(not HAS_POCKET, reason="no shipped connector checkpoint yet")
+def test_answer_prints_a_table():
+    result = CliRunner().invoke(cli, ["answer", "--dataset", "easy-vqa:test", "--limit", "3"])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("| test-")]
+    assert len(rows) == 3
+    assert "VQA accuracy" in result.output
