@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import types
 from typing import Optional, Sequence
 
 import torch
 from PIL import Image
 
 from ..errors import BackboneError
-from .base import Backbone, Encoded, Segment, Virtual
+from .base import BODY_MARKER, Backbone, Encoded, PromptBatch, Segment, Virtual
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +42,40 @@ def quantization_config(load_in_4bit: bool, load_in_8bit: bool, dtype: torch.dty
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
+def image_only_processor(processor_cls):
+    """``processor_cls`` without its video processor, which transformers 5 builds only with
+    torchvision; images and text are processed exactly as by ``processor_cls``.
+
+    The subclass keeps the parent's ``__init__`` (its keyword arguments are what ``from_pretrained``
+    reads from processor_config.json and ``save_pretrained`` writes) with ``video_processor=None``
+    as a default, and leaves the video processor out of the parts it loads, checks and saves."""
+    init = processor_cls.__init__
+    code = init.__code__
+    defaults = tuple(init.__defaults__ or ())
+    defaults = (None,) * (code.co_argcount - 1 - len(defaults)) + defaults  # every argument after self
+    new_init = types.FunctionType(code, init.__globals__, "__init__", defaults, init.__closure__)
+    new_init.__kwdefaults__ = init.__kwdefaults__
+
+    def get_attributes(cls):
+        return [a for a in processor_cls.get_attributes() if a != "video_processor"]
+
+    return type(processor_cls.__name__, (processor_cls,),
+                {"__init__": new_init, "get_attributes": classmethod(get_attributes), "__module__": __name__})
+
+
 class HFBackbone(Backbone):
     """A frozen ``transformers`` MLLM. Subclasses name the model class and the image placeholder."""
 
     family = "hf"
     model_class = "AutoModelForImageTextToText"
+    #: the processor class, used without its video processor when torchvision is missing (None: not needed)
+    processor_class: Optional[str] = None
     #: the text that stands for one image before the processor expands it
     image_placeholder = "<image>"
+    #: tokens that end the assistant's turn besides the tokenizer's EOS (when in the vocabulary)
+    end_of_turn_tokens: tuple[str, ...] = ()
+    #: rope axes of the language model's position ids (Qwen2-VL: 3)
+    position_axes = 1
 
     def __init__(self, model, processor, model_id: str, dtype: torch.dtype = torch.float32, device="cpu",
                  layer: int = -1, revision: Optional[str] = None):
@@ -58,6 +86,8 @@ class HFBackbone(Backbone):
         self.processor = processor
         self._revision = revision
         self._virtual_id: Optional[int] = None
+        self._parts: dict[bool, tuple[str, str, str]] = {}
+        self.extra_eos_ids = self._eos_ids()
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
@@ -78,15 +108,29 @@ class HFBackbone(Backbone):
         model_cls = getattr(transformers, cls.model_class)
         try:
             model = model_cls.from_pretrained(path_or_id, **kwargs)
-            processor = transformers.AutoProcessor.from_pretrained(
-                path_or_id, trust_remote_code=trust_remote_code, **({"revision": revision} if revision else {}))
-        except (OSError, ValueError) as err:
+            processor = cls.load_processor(path_or_id, trust_remote_code=trust_remote_code,
+                                           **({"revision": revision} if revision else {}))
+        except (OSError, ValueError, ImportError) as err:
             raise BackboneError(f"cannot load {cls.family} backbone from {path_or_id}: {err}") from err
         if quant is None and device_map is None:
             model.to(device)
         rev = revision or getattr(model.config, "_commit_hash", None)
         return cls(model, processor, str(path_or_id), dtype, device if device_map is None else
                    str(next(model.parameters()).device), layer, rev)
+
+    @classmethod
+    def load_processor(cls, path_or_id: str, **kwargs):
+        """``AutoProcessor``; where its video processor cannot load (transformers 5 builds it only with
+        torchvision, and from a video_preprocessor_config.json), the same processor without videos."""
+        import transformers
+
+        try:
+            return transformers.AutoProcessor.from_pretrained(path_or_id, **kwargs)
+        except (ImportError, OSError) as err:
+            if cls.processor_class is None or not any(w in str(err) for w in ("orchvision", "video")):
+                raise
+            logger.info("%s loads without its video processor: %s", cls.processor_class, str(err).splitlines()[0])
+        return image_only_processor(getattr(transformers, cls.processor_class)).from_pretrained(path_or_id, **kwargs)
 
     # ------------------------------------------------------------------ protocol
     @property
@@ -109,14 +153,81 @@ class HFBackbone(Backbone):
         return images
 
     @property
+    def image_token_id(self) -> Optional[int]:
+        """The id the processor repeats for every image embedding."""
+        for owner, name in ((self.processor, "image_token_id"), (self.model.config, "image_token_id"),
+                            (self.model.config, "image_token_index")):
+            if getattr(owner, name, None) is not None:
+                return int(getattr(owner, name))
+        return None
+
+    def _eos_ids(self) -> list[int]:
+        eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids = list(eos) if isinstance(eos, (list, tuple)) else [eos] if eos is not None else []
+        vocab = self.tokenizer.get_vocab()
+        ids += [vocab[t] for t in self.end_of_turn_tokens if t in vocab]
+        return [int(i) for i in ids]
+
+    # ------------------------------------------------------------------ chat template
+    def _render(self, content, generation: bool) -> Optional[str]:
+        template = getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
+        if not template:
+            return None
+        msgs = [{"role": "user", "content": content}]
+        return self.tokenizer.apply_chat_template(msgs, chat_template=template, tokenize=False,
+                                                  add_generation_prompt=generation)
+
+    def chat_parts_for(self, image_first: bool) -> tuple[str, str, str]:
+        """(prefix, suffix with the generation prompt, suffix without) around a user turn whose
+        content starts with an image or with text; from the processor's chat template, which
+        takes content as a list of parts (``{"type": "image"}``, ``{"type": "text", ...}``)."""
+        if image_first not in self._parts:
+            parts = None
+            contents = [[{"type": "text", "text": BODY_MARKER}], BODY_MARKER]
+            if image_first:
+                contents.insert(0, [{"type": "image"}, {"type": "text", "text": BODY_MARKER}])
+            for content in contents:
+                gen, plain = self._render(content, True), self._render(content, False)
+                if gen is None:
+                    break
+                if gen.count(BODY_MARKER) == 1 and plain.count(BODY_MARKER) == 1:
+                    prefix, gen_suffix = gen.split(BODY_MARKER)
+                    suffix = plain.split(BODY_MARKER)[1]
+                    if isinstance(content, list) and content[0]["type"] == "image":
+                        if not prefix.endswith(self.image_placeholder):
+                            continue  # the template renders images its own way: use the text-first prefix
+                        prefix = prefix[: len(prefix) - len(self.image_placeholder)]
+                    parts = (prefix, gen_suffix, suffix)
+                    break
+            self._parts[image_first] = parts or self.default_chat_parts()
+        return self._parts[image_first]
+
+    def chat_parts(self) -> tuple[str, str, str]:
+        return self.chat_parts_for(image_first=False)
+
+    def wrap(self, body: Sequence[Segment], generation: bool = True) -> list[Segment]:
+        """Put a prompt body inside one user turn, as the chat template renders that turn."""
+        image_first = bool(body) and isinstance(body[0], Image.Image)
+        prefix, gen_suffix, _ = self.chat_parts_for(image_first)
+        out: list[Segment] = ([prefix] if prefix else []) + list(body)
+        if generation and gen_suffix:
+            out.append(gen_suffix)
+        return out
+
+    # ------------------------------------------------------------------ encoding
+    @property
     def virtual_token(self) -> str:
         """A single-token special string, absent from the chat template, that marks fused positions."""
         if self._virtual_id is None:
             tok = self.tokenizer
-            template = "".join(self.chat_parts()) + self.image_placeholder
+            template = "".join(self.chat_parts_for(False) + self.chat_parts_for(True)) + self.image_placeholder
+            mm_ids = {self.image_token_id}
             for cand in [tok.unk_token, tok.pad_token, tok.eos_token, tok.bos_token] + list(tok.all_special_tokens):
-                if cand and cand not in template and len(tok(cand, add_special_tokens=False).input_ids) == 1:
-                    self._virtual_token, self._virtual_id = cand, tok.convert_tokens_to_ids(cand)
+                if not cand or cand in template:
+                    continue
+                ids = tok(cand, add_special_tokens=False).input_ids
+                if len(ids) == 1 and ids[0] not in mm_ids:
+                    self._virtual_token, self._virtual_id = cand, ids[0]
                     break
             else:
                 raise BackboneError(f"{self.model_id}: no special token is free to mark fused demonstrations")
@@ -163,8 +274,10 @@ class HFBackbone(Backbone):
         ids = inputs["input_ids"][0]
         embeds = caught["inputs_embeds"][0].clone()
         pos = caught.get("position_ids")
-        if pos is None:
+        if pos is None:  # the language model counts positions itself: 0, 1, ... on every rope axis
             pos = torch.arange(ids.shape[0], device=self.device)
+            if self.position_axes > 1:
+                pos = pos.expand(self.position_axes, -1)
         else:
             pos = pos[:, 0] if pos.dim() == 3 else pos[0]
         virtual = [s for s in segments if isinstance(s, Virtual)]
@@ -175,13 +288,41 @@ class HFBackbone(Backbone):
                 raise BackboneError(f"{self.model_id}: {fused.shape[0]} fused tokens but {where.numel()} "
                                     f"placeholder positions; the text of the prompt contains {self.virtual_token!r}")
             embeds[where] = fused
-        return Encoded(embeds, pos, ids, self._spans(segments) if spans else None)
+        return Encoded(embeds, pos.clone(), ids, self._spans(segments, ids) if spans else None)
 
-    def _spans(self, segments: Sequence[Segment]) -> list:
-        """[start, end) of each segment, from the processed lengths of growing prefixes."""
+    def _spans(self, segments: Sequence[Segment], ids: torch.Tensor) -> list:
+        """[start, end) of each segment in the prompt's tokens ``ids``. A segment ends where the
+        tokens of the prompt cut after it stop agreeing with ``ids``, so a token that spans a
+        boundary (" Question" after "USER: ") belongs to the segment it ends in."""
+        full = ids.tolist()
         out, start = [], 0
         for i in range(len(segments)):
-            end = self._process(segments[: i + 1])["input_ids"].shape[1]
+            if i == len(segments) - 1:
+                end = len(full)
+            else:
+                part = self._process(segments[: i + 1])["input_ids"][0].tolist()
+                end = 0
+                while end < min(len(part), len(full)) and part[end] == full[end]:
+                    end += 1
+            end = max(end, start)
             out.append((start, end))
             start = end
         return out
+
+    # ------------------------------------------------------------------ retrieval keys
+    @torch.no_grad()
+    def image_features(self, images) -> torch.Tensor:
+        """The mean of each image's embeddings as the LLM receives them (its image-token
+        positions only). (N, hidden), float32."""
+        image_id = self.image_token_id
+        if image_id is None:
+            return super().image_features(images)
+        from ..images import load_image
+
+        batch: PromptBatch = self.encode([[load_image(i)] for i in images], chat=False)
+        mask = (batch.input_ids == image_id) & batch.attention_mask.bool()
+        if not bool(mask.any(1).all()):
+            raise BackboneError(f"{self.model_id}: an image gave no image tokens (image token id {image_id})")
+        weights = mask.to(torch.float32)
+        summed = (batch.inputs_embeds.float() * weights[..., None]).sum(1)
+        return summed / weights.sum(1, keepdim=True)
