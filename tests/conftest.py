@@ -1,0 +1,45 @@
+"""Fixtures shared by the tests: tiny Hugging Face checkpoints (tests/tiny_models.py), built once
+per session, and small random images."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tiny_models
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_root(tmp_path_factory):
+    """The folder under which the tiny checkpoints are written."""
+    return tmp_path_factory.mktemp("tiny_hf")
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_folders(tiny_hf_root):
+    """family -> a tiny checkpoint folder of that family, built on first request (once a session)."""
+    built: dict[str, str] = {}
+
+    def folder(family: str) -> str:
+        if family not in built:
+            built[family] = tiny_models.build(family, str(tiny_hf_root / family))
+        return built[family]
+
+    return folder
+
+
+@pytest.fixture(scope="session", params=tiny_models.FAMILIES)
+def tiny_hf_backbone(request, tiny_hf_folders):
+    """Every Hugging Face family, as users load it: ``aim.load_backbone(folder)`` (float32, CPU)."""
+    import aim
+
+    return aim.load_backbone(tiny_hf_folders(request.param))
+
+
+@pytest.fixture(scope="session")
+def tiny_images():
+    """Four random RGB images of different sizes and aspect ratios (so tiled and dynamic-resolution
+    processors give different numbers of image tokens)."""
+    rng = np.random.default_rng(0)
+    sizes = [(30, 40), (50, 30), (28, 28), (48, 64)]  # (height, width)
+    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
