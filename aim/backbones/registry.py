@@ -59,14 +59,21 @@ def _model_type(path_or_id: str, trust_remote_code: bool, revision: Optional[str
                 return json.load(f)["model_type"]
         except (ValueError, KeyError) as err:
             raise BackboneError(f"{cfg} is not a transformers config (no model_type): {err}") from err
+    names = ", ".join(sorted(available()))
+    if path_or_id.startswith(("/", ".", "~")) or path_or_id.count("/") > 1 or os.path.exists(path_or_id):
+        raise BackboneError(f"no model folder at {path_or_id} (the path does not exist or is not a folder)")
+    if "/" not in path_or_id:  # not a hub id (ORG/NAME) either: no need to ask the hub
+        raise BackboneError(f"unknown backbone {path_or_id!r}: use one of {names}, a model folder, "
+                            "or a hub id (ORG/NAME) of one of those families")
     from transformers import AutoConfig
 
     try:
         return AutoConfig.from_pretrained(path_or_id, trust_remote_code=trust_remote_code,
                                           **({"revision": revision} if revision else {})).model_type
     except (OSError, ValueError) as err:
-        raise BackboneError(f"unknown backbone {path_or_id!r}: not a built-in name ({', '.join(sorted(BUILTIN))}), "
-                            f"not a model folder, and not loadable as a hub id ({err.__class__.__name__})") from err
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise BackboneError(f"unknown backbone {path_or_id!r}: not a built-in name ({names}), not a model "
+                            f"folder, and not loadable as a hub id ({err.__class__.__name__}: {reason})") from err
 
 
 def load_backbone(name_or_path: str = DEFAULT_BACKBONE, *, dtype: torch.dtype | str = torch.float32,
@@ -76,16 +83,21 @@ def load_backbone(name_or_path: str = DEFAULT_BACKBONE, *, dtype: torch.dtype | 
 
     ``family:path`` forces a family (``llava:/models/my-llava``)."""
     if isinstance(dtype, str):
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise BackboneError(f"unknown dtype {dtype!r}: use float32, float16 or bfloat16")
         dtype = getattr(torch, dtype)
     opts = dict(dtype=dtype, device=device, device_map=device_map, load_in_4bit=load_in_4bit,
                 load_in_8bit=load_in_8bit, trust_remote_code=trust_remote_code, revision=revision, layer=layer)
     family, sep, rest = name_or_path.partition(":")
     if sep and family in available():
+        if not rest:
+            raise BackboneError(f"{name_or_path!r} names no model: {family}:PATH_OR_HUB_ID")
         return adapter_class(family).from_pretrained(rest, **opts)
     if name_or_path in available():
         if name_or_path == DEFAULT_BACKBONE or not hasattr(adapter_class(name_or_path), "model_class"):
             return adapter_class(name_or_path).from_pretrained(None, **opts)
-        raise BackboneError(f"{name_or_path!r} is a family; give a model too: {name_or_path}:PATH_OR_HUB_ID")
+        folder = f" (for the folder {name_or_path}, write ./{name_or_path})" if os.path.isdir(name_or_path) else ""
+        raise BackboneError(f"{name_or_path!r} is a family; give a model too: {name_or_path}:PATH_OR_HUB_ID{folder}")
     model_type = _model_type(name_or_path, trust_remote_code, revision)
     if model_type not in available():
         raise BackboneError(f"{name_or_path}: model type {model_type!r} has no adapter; "
