@@ -148,6 +148,28 @@ class HFBackbone(Backbone):
     def revision(self) -> Optional[str]:
         return self._revision
 
+    @property
+    def quantization(self) -> Optional[str]:
+        """How the weights are quantized ("bnb-nf4", "bnb-int8", another method's name), or None."""
+        config = getattr(self.model.config, "quantization_config", None)
+        if config is None:
+            return None
+        config = config if isinstance(config, dict) else config.to_dict()
+        if config.get("load_in_4bit"):
+            return f"bnb-{config.get('bnb_4bit_quant_type') or '4bit'}"
+        if config.get("load_in_8bit"):
+            return "bnb-int8"
+        method = config.get("quant_method", "quantized")
+        return str(getattr(method, "value", method))
+
+    def fingerprint(self, layer: Optional[int] = None) -> dict:
+        """As Backbone's; quantized weights give other hidden states, so their dtype says so
+        ("float16+bnb-nf4")."""
+        fp = super().fingerprint(layer)
+        if self.quantization:
+            fp["dtype"] = f"{fp['dtype']}+{self.quantization}"
+        return fp
+
     def processor_images(self, images: list) -> object:
         """How the processor wants the images of one prompt (flat list by default)."""
         return images
