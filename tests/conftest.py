@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import tiny_models
+
+
+@pytest.fixture(scope="module")
+def single_thread_torch():
+    """Torch on one thread for the module: tiny models gain nothing from more, and on a shared
+    2-core machine a second thread waiting for a busy core makes them several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

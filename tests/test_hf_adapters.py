@@ -13,6 +13,8 @@ import torch
 from aim import BackboneError, Demo, Virtual
 from aim.backbones import Generation
 
+pytestmark = pytest.mark.usefixtures("single_thread_torch")
+
 ATOL = 1e-4
 
 #: how one user turn reads in each family: (before the body, an image, after the body + generation prompt)
@@ -142,6 +144,38 @@ def test_zero_shot_batched_equals_one_at_a_time(tiny_hf_backbone, tiny_images):
     for i, (image, q) in enumerate(zip(images, questions)):
         alone = b.next_token_logits(b.zero_shot_prompts([image], [q]))
         torch.testing.assert_close(together[i:i + 1], alone, atol=ATOL, rtol=0)
+
+
+def test_a_prompt_without_an_image_batches_with_prompts_with_one(tiny_hf_backbone, tiny_images):
+    b = tiny_hf_backbone
+    batch = b.zero_shot_prompts([None, tiny_images[0]], ["Is a text-only question fine?", QUESTION])
+    together = b.next_token_logits(batch)
+    inputs = hf_inputs(b, turn(b, b.query_text("Is a text-only question fine?")), [])
+    assert batch.lengths[0] == inputs["input_ids"].shape[1]
+    with torch.no_grad():
+        ref = b.model(**inputs).logits[:, -1]
+    torch.testing.assert_close(together[:1], ref, atol=ATOL, rtol=0)
+    alone = b.next_token_logits(b.zero_shot_prompts([tiny_images[0]], [QUESTION]))
+    torch.testing.assert_close(together[1:], alone, atol=ATOL, rtol=0)
+
+
+def test_a_demo_without_an_image_reads_its_tokens_in_the_prompt(tiny_hf_backbone):
+    """Text right after the chat prefix may share a token with it ("USER: " + "Question" reads
+    " Question"): the demonstration's positions are then the prompt's own tokens of its text."""
+    b = tiny_hf_backbone
+    demo = Demo(None, "Which animal is it?", "a cat")
+    (states,) = b.read_demos([demo])
+    text = b.demo_text(demo)
+    prompt = turn(b, text)
+    prompt = prompt[: prompt.index(text) + len(text)]
+    inputs = hf_inputs(b, prompt, [])
+    n = len(states.token_ids)
+    assert abs(n - len(b.tokenizer(text, add_special_tokens=False).input_ids)) <= 1
+    assert states.token_ids.tolist() == inputs["input_ids"][0, -n:].tolist()
+    assert b.tokenizer.decode(states.token_ids).strip() == text.strip()
+    with torch.no_grad():
+        out = b.model(**inputs, output_hidden_states=True)
+    torch.testing.assert_close(states.hidden, out.hidden_states[-1][0, -n:], atol=ATOL, rtol=0)
 
 
 def test_virtual_tokens_slot_in_exactly_as_the_text_they_embed(tiny_hf_backbone, tiny_images):
