@@ -232,6 +232,7 @@ class HFBackbone(Backbone):
         image_first = bool(body) and isinstance(body[0], Image.Image)
         prefix, gen_suffix, _ = self.chat_parts_for(image_first)
         out: list[Segment] = ([prefix] if prefix else []) + list(body)
+        gen_suffix += getattr(self, "answer_prefix", "")
         if generation and gen_suffix:
             out.append(gen_suffix)
         return out
