@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import aim
 from aim import BackboneError, Demo, Virtual
 from aim.backbones import Generation
 
@@ -213,6 +214,14 @@ def test_virtual_tokens_before_the_query_equal_the_models_forward(tiny_hf_backbo
         ref = b.model(**inputs).logits[:, -1]
     assert batch.lengths == [inputs["input_ids"].shape[1]]
     torch.testing.assert_close(b.next_token_logits(batch), ref, atol=ATOL, rtol=0)
+
+
+def test_a_checkpoint_without_chat_template_uses_the_familys_format(tiny_hf_folders, tiny_images):
+    b = aim.load_backbone(tiny_hf_folders("llava"))
+    b.processor.chat_template = b.tokenizer.chat_template = None
+    batch = b.zero_shot_prompts(tiny_images[:1], [QUESTION])
+    inputs = hf_inputs(b, f"USER: <image>\n{b.query_text(QUESTION)} ASSISTANT:", tiny_images[:1])
+    assert batch.input_ids[0].tolist() == inputs["input_ids"][0].tolist()
 
 
 # ---------------------------------------------------------------------------- generation

@@ -14,9 +14,11 @@ import types
 from typing import Optional, Sequence
 
 import torch
+from jinja2 import TemplateError
 from PIL import Image
 
 from ..errors import BackboneError
+from ..images import load_image
 from .base import BODY_MARKER, Backbone, Encoded, PromptBatch, Segment, Virtual
 
 logger = logging.getLogger(__name__)
@@ -191,10 +193,8 @@ class HFBackbone(Backbone):
         return [int(i) for i in ids]
 
     # ------------------------------------------------------------------ chat template
-    def _render(self, content, generation: bool) -> Optional[str]:
-        template = getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
-        if not template:
-            return None
+    def _render(self, content, generation: bool) -> str:
+        template = getattr(self.processor, "chat_template", None) or self.tokenizer.chat_template
         msgs = [{"role": "user", "content": content}]
         return self.tokenizer.apply_chat_template(msgs, chat_template=template, tokenize=False,
                                                   add_generation_prompt=generation)
@@ -205,22 +205,25 @@ class HFBackbone(Backbone):
         takes content as a list of parts (``{"type": "image"}``, ``{"type": "text", ...}``)."""
         if image_first not in self._parts:
             parts = None
-            contents = [[{"type": "text", "text": BODY_MARKER}], BODY_MARKER]
-            if image_first:
+            has_template = getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
+            contents = [[{"type": "text", "text": BODY_MARKER}], BODY_MARKER] if has_template else []
+            if image_first and has_template:
                 contents.insert(0, [{"type": "image"}, {"type": "text", "text": BODY_MARKER}])
             for content in contents:
-                gen, plain = self._render(content, True), self._render(content, False)
-                if gen is None:
-                    break
-                if gen.count(BODY_MARKER) == 1 and plain.count(BODY_MARKER) == 1:
-                    prefix, gen_suffix = gen.split(BODY_MARKER)
-                    suffix = plain.split(BODY_MARKER)[1]
-                    if isinstance(content, list) and content[0]["type"] == "image":
-                        if not prefix.endswith(self.image_placeholder):
-                            continue  # the template renders images its own way: use the text-first prefix
-                        prefix = prefix[: len(prefix) - len(self.image_placeholder)]
-                    parts = (prefix, gen_suffix, suffix)
-                    break
+                try:
+                    gen, plain = self._render(content, True), self._render(content, False)
+                except (TemplateError, TypeError, KeyError, IndexError, ValueError):
+                    continue  # a template may refuse this shape of content: try the next
+                if gen.count(BODY_MARKER) != 1 or plain.count(BODY_MARKER) != 1:
+                    continue
+                prefix, gen_suffix = gen.split(BODY_MARKER)
+                suffix = plain.split(BODY_MARKER)[1]
+                if isinstance(content, list) and content[0]["type"] == "image":
+                    if not prefix.endswith(self.image_placeholder):
+                        continue  # the template renders images its own way: use the text-first prefix
+                    prefix = prefix[: len(prefix) - len(self.image_placeholder)]
+                parts = (prefix, gen_suffix, suffix)
+                break
             self._parts[image_first] = parts or self.default_chat_parts()
         return self._parts[image_first]
 
@@ -340,8 +343,6 @@ class HFBackbone(Backbone):
         image_id = self.image_token_id
         if image_id is None:
             return super().image_features(images)
-        from ..images import load_image
-
         batch: PromptBatch = self.encode([[load_image(i)] for i in images], chat=False)
         mask = (batch.input_ids == image_id) & batch.attention_mask.bool()
         if not bool(mask.any(1).all()):
