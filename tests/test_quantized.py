@@ -12,7 +12,9 @@ import tiny_models
 from aim import BackboneError, Demo
 from aim.backbones import Generation
 
-pytestmark = pytest.mark.usefixtures("single_thread_torch")
+pytestmark = [pytest.mark.usefixtures("single_thread_torch"),
+              # bitsandbytes, not this project, still uses torch.jit.script_method
+              pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")]
 
 #: bitsandbytes' CPU 4-bit kernels quantize in blocks of 64 input features: every linear layer of
 #: the tiny LLaVA must be at least that wide (the language model already is)

@@ -89,6 +89,16 @@ def test_a_folder_is_read_by_its_model_type(tiny_hf_folders):
     assert type(backbone) is LlavaBackbone
 
 
+def test_a_package_a_processor_needs_is_named(tiny_hf_folders, monkeypatch):
+    from transformers.models.smolvlm import processing_smolvlm
+
+    folder = tiny_hf_folders("smolvlm")
+    monkeypatch.setattr(processing_smolvlm, "num2words", None)  # as if num2words were not installed
+    with pytest.raises(BackboneError) as err:
+        aim.load_backbone(folder)
+    assert folder in str(err.value) and "pip install num2words" in str(err.value)
+
+
 def test_pocket_is_the_default_and_maps_to_its_adapter():
     assert registry.DEFAULT_BACKBONE == "pocket"
     assert registry.available()["pocket"] == "aim.backbones.pocket:PocketBackbone"

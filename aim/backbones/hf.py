@@ -8,6 +8,7 @@ so positions and masks stay whatever the model itself would compute.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import types
@@ -44,6 +45,7 @@ def quantization_config(load_in_4bit: bool, load_in_8bit: bool, dtype: torch.dty
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
+@functools.lru_cache(maxsize=None)
 def image_only_processor(processor_cls):
     """``processor_cls`` without its video processor, which transformers 5 builds only with
     torchvision; images and text are processed exactly as by ``processor_cls``.
