@@ -111,7 +111,9 @@ def train() -> None:
 
 @train.command("connector")
 @click.option("--out", default="runs/connector", show_default=True, help="Run folder: checkpoint, log, loss curve.")
-@click.option("--steps", default=500, show_default=True)
+@click.option("--steps", default=800, show_default=True, help="Length of the run (and of its learning-rate schedule).")
+@click.option("--stop-after", type=int, default=None,
+              help="End this invocation after this step with a usable checkpoint; run again to go on.")
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--lr", default=1e-3, show_default=True)
 @click.option("--seed", default=0, show_default=True)

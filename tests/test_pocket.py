@@ -24,11 +24,11 @@ def image(seed, size=64):
     return Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
 
 
-def direct_embeds(bb, body):
+def direct_embeds(bb, body, generation=True):
     """The pocket prompt built by hand: chat prefix tokens, image tokens, text tokens."""
     prefix, gen_suffix, _ = bb.chat_parts()
     parts = []
-    for seg in [prefix] + body + [gen_suffix]:
+    for seg in [prefix] + body + ([gen_suffix + bb.answer_prefix] if generation else []):
         if isinstance(seg, str):
             ids = torch.tensor(bb.tokenizer(seg, add_special_tokens=False).input_ids)
             parts.append(bb.llm.get_input_embeddings()(ids))
@@ -60,8 +60,7 @@ def test_read_demos_states_are_the_text_positions(pocket):
         assert st.hidden.shape == (len(ids), pocket.hidden_size)
         body = [d.image, pocket.demo_text(d)]
         prefix = pocket.chat_parts()[0]
-        embeds = direct_embeds(pocket, body)[:, : -len(pocket.tokenizer(pocket.chat_parts()[1],
-                                                                          add_special_tokens=False).input_ids)]
+        embeds = direct_embeds(pocket, body, generation=False)
         with torch.no_grad():
             ref = pocket.llm(inputs_embeds=embeds, output_hidden_states=True).hidden_states[-1][0, -len(ids):]
         assert (st.hidden - ref).abs().max() < 1e-4

@@ -99,7 +99,9 @@ class Backbone(abc.ABC):
     #: how a demonstration reads as text, after its image
     demo_template: str = "Question: {question}\nAnswer: {answer}\n"
     #: how the query reads after its image; the model answers in its own turn
-    query_template: str = "Question: {question}\nAnswer with one word or a short phrase."
+    query_template: str = "Question: {question}\nAnswer the question using a single word or phrase."
+    #: text that starts the model's turn before it generates (e.g. "Answer:")
+    answer_prefix: str = ""
 
     def __init__(self, model_id: str, dtype: torch.dtype = torch.float32, device: str = "cpu", layer: int = -1):
         self.model_id = model_id
@@ -177,12 +179,16 @@ class Backbone(abc.ABC):
         """Used when the tokenizer has no chat template."""
         return "", "", ""
 
+    def body_chat_parts(self, body: Sequence[Segment]) -> tuple[str, str, str]:
+        """The chat parts around this body (templates may render an image-first turn differently)."""
+        return self.chat_parts()
+
     def wrap(self, body: Sequence[Segment], generation: bool = True) -> list[Segment]:
         """Put a prompt body inside one user turn of the chat template."""
-        prefix, gen_suffix, _ = self.chat_parts()
+        prefix, gen_suffix, _ = self.body_chat_parts(body)
         out: list[Segment] = ([prefix] if prefix else []) + list(body)
-        if generation and gen_suffix:
-            out.append(gen_suffix)
+        if generation and gen_suffix + self.answer_prefix:
+            out.append(gen_suffix + self.answer_prefix)
         return out
 
     def encode(self, bodies: Sequence[Sequence[Segment]], generation: bool = True, spans: bool = False,

@@ -232,15 +232,8 @@ class HFBackbone(Backbone):
     def chat_parts(self) -> tuple[str, str, str]:
         return self.chat_parts_for(image_first=False)
 
-    def wrap(self, body: Sequence[Segment], generation: bool = True) -> list[Segment]:
-        """Put a prompt body inside one user turn, as the chat template renders that turn."""
-        image_first = bool(body) and isinstance(body[0], Image.Image)
-        prefix, gen_suffix, _ = self.chat_parts_for(image_first)
-        out: list[Segment] = ([prefix] if prefix else []) + list(body)
-        gen_suffix += getattr(self, "answer_prefix", "")
-        if generation and gen_suffix:
-            out.append(gen_suffix)
-        return out
+    def body_chat_parts(self, body: Sequence[Segment]) -> tuple[str, str, str]:
+        return self.chat_parts_for(bool(body) and isinstance(body[0], Image.Image))
 
     # ------------------------------------------------------------------ encoding
     @property

@@ -37,6 +37,11 @@ def file_digest(path: str, size: int = 12) -> str:
 
 class PocketBackbone(Backbone):
     family = "pocket"
+    # the connector was trained with a newline between the image and the text; the answer prefix
+    # keeps the 135M LLM's replies short (measured in docs/pocket-backbone.md)
+    demo_template = "\nQuestion: {question}\nAnswer: {answer}\n"
+    query_template = "\nQuestion: {question}\nAnswer with one word or a short phrase."
+    answer_prefix = "Answer:"
 
     def __init__(self, llm, tokenizer, vision: VisionTower, connector: Connector, model_id: str,
                  dtype: torch.dtype = torch.float32, device: str = "cpu", layer: int = -1,

@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -45,6 +46,7 @@ INSTRUCTIONS = [
 class ConnectorTrainConfig:
     out: str = "runs/connector"
     steps: int = 600
+    stop_after: Optional[int] = None  # end this run early (the schedule stays that of `steps`); resume later
     batch_size: int = 16
     lr: float = 1e-3
     warmup: int = 30
@@ -151,9 +153,10 @@ def train_connector(cfg: ConnectorTrainConfig) -> str:
         connector.train()
         return float(np.mean(losses))
 
-    bar = tqdm(total=cfg.steps, initial=step, desc="train connector", unit="step")
+    last = min(cfg.steps, cfg.stop_after or cfg.steps)
+    bar = tqdm(total=last, initial=step, desc="train connector", unit="step")
     start_time = time.perf_counter() - elapsed
-    while step < cfg.steps:
+    while step < last:
         rng = np.random.default_rng([cfg.seed, step])
         idx = rng.choice(train, size=cfg.batch_size, replace=False)
         ins = [INSTRUCTIONS[k] for k in rng.integers(0, len(INSTRUCTIONS), size=cfg.batch_size)]
@@ -169,12 +172,12 @@ def train_connector(cfg: ConnectorTrainConfig) -> str:
         bar.set_postfix(loss=f"{loss.item():.3f}")
         row = {"step": step, "loss": loss.item(), "lr": optim.param_groups[0]["lr"],
                "time": time.perf_counter() - start_time}
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        if step % cfg.eval_every == 0 or step == last:
             row["val_loss"] = validate()
             logger.info("step %d: held-out caption loss %.3f", step, row["val_loss"])
         if step % cfg.log_every == 0 or "val_loss" in row:
             append_log(log_path, row)
-        if step % cfg.save_every == 0 or step == cfg.steps:
+        if step % cfg.save_every == 0 or step == last:
             save_state(state_path, connector=connector.state_dict(), optim=optim.state_dict(), step=step,
                        elapsed=time.perf_counter() - start_time)
     bar.close()
@@ -183,6 +186,7 @@ def train_connector(cfg: ConnectorTrainConfig) -> str:
         "data": f"easy-VQA train scenes ({cfg.easy_vqa_images} images, captions 'A <colour> <shape>.') and "
                 f"Fashion-MNIST train ({cfg.fashion_per_class} per class, captions 'A <class>.')",
         "config": dataclasses.asdict(cfg),
+        "steps_done": step,
         "minutes": round((time.perf_counter() - start_time) / 60, 1),
     }
     connector.save_pretrained(cfg.out)
