@@ -28,7 +28,7 @@ from ..data import easy_vqa, fashion_mnist
 from ..pocket.assets import cache_dir
 from ..pocket.connector import Connector, ConnectorConfig
 from ..pocket.vision import VisionTower
-from .loop import append_log, lr_at, plot_loss, save_state, seed_everything
+from .loop import append_log, lr_at, plot_loss, read_log, save_state, seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +139,9 @@ def train_connector(cfg: ConnectorTrainConfig) -> str:
         optim.load_state_dict(state["optim"])
         step, elapsed = state["step"], state["elapsed"]
         logger.info("resuming %s at step %d", cfg.out, step)
+        keep = [r for r in read_log(log_path) if r["step"] <= step]  # rows logged after the checkpoint
+        with open(log_path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in keep)
     elif os.path.isfile(log_path):
         os.remove(log_path)
 
