@@ -117,3 +117,12 @@ def test_missing_and_corrupt_images(pocket, tmp_path):
 def test_connector_folder_errors(tmp_path):
     with pytest.raises(BackboneError, match="not a connector checkpoint"):
         load_backbone(f"pocket:{tmp_path}")
+
+
+def test_sampling_is_seeded(pocket):
+    batch = pocket.zero_shot_prompts([image(12)], ["Describe the image."])
+    greedy = pocket.generate(batch, max_new_tokens=8)[0].text
+    assert pocket.generate(batch, max_new_tokens=8, temperature=0.0, seed=5)[0].text == greedy
+    a = [pocket.generate(batch, max_new_tokens=8, temperature=1.5, seed=s)[0].text for s in range(4)]
+    b = [pocket.generate(batch, max_new_tokens=8, temperature=1.5, seed=s)[0].text for s in range(4)]
+    assert a == b and len(set(a)) > 1

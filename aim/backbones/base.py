@@ -305,9 +305,11 @@ class Backbone(abc.ABC):
 
     # ----------------------------------------------------------------- generation
     @torch.no_grad()
-    def generate(self, batch: PromptBatch, max_new_tokens: int = 16,
-                 stop: Sequence[str] = ("\n",)) -> list[Generation]:
-        """Greedy decoding from inputs_embeds with a KV cache; stops at EOS or a stop string."""
+    def generate(self, batch: PromptBatch, max_new_tokens: int = 16, stop: Sequence[str] = ("\n",),
+                 temperature: float = 0.0, seed: int = 0) -> list[Generation]:
+        """Decoding from inputs_embeds with a KV cache: greedy by default, sampling at ``temperature``
+        > 0 (seeded); stops at EOS or a stop string."""
+        generator = torch.Generator(device=self.device).manual_seed(seed) if temperature > 0 else None
         tok = self.tokenizer
         eos = set(t for t in [tok.eos_token_id] + list(getattr(self, "extra_eos_ids", [])) if t is not None)
         n = batch.inputs_embeds.shape[0]
@@ -318,7 +320,11 @@ class Backbone(abc.ABC):
         tokens: list[list[int]] = [[] for _ in range(n)]
         done = [False] * n
         for _ in range(max_new_tokens):
-            nxt = logits.argmax(-1)
+            if generator is None:
+                nxt = logits.argmax(-1)
+            else:
+                probs = torch.softmax(logits.float() / temperature, dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
             for i in range(n):
                 if done[i]:
                     continue
