@@ -282,8 +282,12 @@ def test_raw_icl_prompt_is_the_processors_multi_image_prompt(tiny_hf_backbone, t
 
 def test_text_icl_prompt_runs(tiny_hf_backbone, tiny_images):
     b = tiny_hf_backbone
-    body = b.text_icl_body(demos(tiny_images)[:2], tiny_images[3], QUESTION)
-    assert sum(isinstance(s, str) for s in body) == 3
+    ds = demos(tiny_images)[:2]
+    body = b.text_icl_body(ds, tiny_images[3], QUESTION)
+    assert sum(isinstance(s, str) for s in body) == 1  # the query; demonstrations are their token embeddings
+    for seg, d in zip(body, ds):
+        ids = b.tokenizer(b.demo_text(d), add_special_tokens=False).input_ids
+        torch.testing.assert_close(seg.embeds, b.embed_tokens(torch.tensor(ids)), atol=0, rtol=0)
     logits = b.next_token_logits(b.encode([body]))
     assert torch.isfinite(logits).all()
 

@@ -268,9 +268,18 @@ class Backbone(abc.ABC):
             body.append(self.demo_text(d))
         return body + self.query_body(image, question)
 
+    def demo_token_ids(self, demo: Demo) -> torch.Tensor:
+        """The tokens of a demonstration's text, tokenized on its own (as ``read_demos`` reads it)."""
+        ids = self.tokenizer(self.demo_text(demo), add_special_tokens=False).input_ids
+        return torch.tensor(ids, dtype=torch.long, device=self.device)
+
     def text_icl_body(self, demos: Sequence[Demo], image: Optional[ImageLike], question: str) -> list[Segment]:
-        """k demonstrations as text only, then the query with its image."""
-        return [self.demo_text(d) for d in demos] + self.query_body(image, question)
+        """k demonstrations as text only, then the query with its image. Each demonstration is
+        tokenized on its own and enters as its token embeddings, so the text-only and the fused
+        prompts differ only in what fills the demonstration positions (a joined string could merge
+        tokens across a boundary, e.g. "USER: " + "Question" -> " Question")."""
+        demo_segments: list[Segment] = [Virtual(self.embed_tokens(self.demo_token_ids(d))) for d in demos]
+        return demo_segments + self.query_body(image, question)
 
     # ----------------------------------------------------------------- demonstrations
     @torch.no_grad()
