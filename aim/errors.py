@@ -11,3 +11,7 @@ class ImageError(AimError):
 
 class BackboneError(AimError):
     """A backbone name or folder cannot be resolved or loaded."""
+
+
+class FusionMismatchError(AimError):
+    """A fuser checkpoint was made for another backbone (model, revision, dtype, size or layer)."""
