@@ -1,0 +1,255 @@
+"""DemoBank: fused tokens of many demonstrations, computed once and kept on disk.
+
+A bank is a folder:
+
+```
+bank.json                 manifest: format version, backbone and fuser fingerprints, counts, shards
+shard-00000.safetensors   "tokens" (sum of T_i, hidden) fused tokens of the shard's demos, concatenated;
+                          "offsets" (n + 1,) int64 row offsets; "keys.<kind>" (n, d) float32 retrieval keys
+shard-00000.jsonl         one line per demo: id, question, answers, image (path or hash), extra
+```
+
+Appending is atomic: a shard's two files are written under temporary names and renamed, then the
+manifest is rewritten the same way; the manifest is the commit point. Files that the manifest does
+not list (left by a run killed mid-append) are ignored and removed by the next append, so a killed
+run started again ends with every demonstration exactly once. Reading is lazy: shards are opened
+with ``safe_open`` (memory-mapped) and only the rows asked for are read, so a bank larger than
+memory still serves queries.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Iterable, Optional, Sequence
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .errors import AimError
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "bank.json"
+
+
+class BankError(AimError):
+    """A bank folder that is missing, damaged, or made for another backbone or fuser."""
+
+
+@dataclass
+class BankEntry:
+    """One demonstration as the bank keeps it."""
+
+    id: str
+    fused: torch.Tensor  # (tokens, hidden)
+    meta: dict
+
+
+def _write_json_atomic(path: str, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _describe(fp: Optional[dict]) -> str:
+    if not fp:
+        return "none"
+    return ", ".join(f"{k}={fp[k]}" for k in sorted(fp))
+
+
+class DemoBank:
+    """Open with ``DemoBank.open`` (existing) or ``DemoBank.create`` (new or resumed)."""
+
+    def __init__(self, folder: str, manifest: dict):
+        self.folder = folder
+        self.manifest = manifest
+        self._handles: dict[str, object] = {}
+        self._index: Optional[dict[str, tuple[int, int]]] = None  # id -> (shard, row)
+        self._meta: Optional[list[list[dict]]] = None
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def create(cls, folder: str, backbone: dict, fuser: dict, hidden_size: int) -> "DemoBank":
+        """A new bank, or the existing one at ``folder`` when it was made with the same backbone and
+        fuser (resuming); files of an interrupted append are removed."""
+        if os.path.isfile(os.path.join(folder, MANIFEST)):
+            bank = cls.open(folder, backbone=backbone, fuser=fuser)
+            bank._remove_orphans()
+            return bank
+        os.makedirs(folder, exist_ok=True)
+        manifest = {"format_version": FORMAT_VERSION, "backbone": backbone, "fuser": fuser,
+                    "hidden_size": hidden_size, "count": 0, "tokens": 0, "shards": []}
+        _write_json_atomic(os.path.join(folder, MANIFEST), manifest)
+        bank = cls(folder, manifest)
+        bank._remove_orphans()
+        return bank
+
+    @classmethod
+    def open(cls, folder: str, backbone: Optional[dict] = None, fuser: Optional[dict] = None) -> "DemoBank":
+        """Open a bank; with ``backbone`` / ``fuser`` fingerprints given, refuse a bank made with others."""
+        path = os.path.join(folder, MANIFEST)
+        if not os.path.isfile(path):
+            raise BankError(f"{folder} is not a demo bank: {MANIFEST} is missing "
+                            "(build one with `aim compress-demos --out FOLDER`)")
+        try:
+            with open(path) as f:
+                manifest = json.load(f)
+        except ValueError as err:
+            raise BankError(f"{path} is not valid JSON ({err}); rebuild the bank with `aim compress-demos`") from err
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise BankError(f"{folder}: bank format {manifest.get('format_version')}, this aim reads {FORMAT_VERSION}")
+        if backbone is not None and manifest["backbone"] != backbone:
+            raise BankError(f"bank {folder} was built with backbone [{_describe(manifest['backbone'])}]; this pipeline "
+                            f"uses [{_describe(backbone)}]: build a bank for it with `aim compress-demos`")
+        if fuser is not None and manifest["fuser"] != fuser:
+            raise BankError(f"bank {folder} was built with fuser [{_describe(manifest['fuser'])}]; this pipeline "
+                            f"uses [{_describe(fuser)}]: build a bank for it with `aim compress-demos`")
+        bank = cls(folder, manifest)
+        bank._check_shards()
+        return bank
+
+    def _check_shards(self) -> None:
+        for shard in self.manifest["shards"]:
+            for name, size in ((shard["file"], shard["bytes"]), (shard["meta"], shard["meta_bytes"])):
+                path = os.path.join(self.folder, name)
+                if not os.path.isfile(path):
+                    raise BankError(f"bank {self.folder}: {name} is missing; rebuild the bank with `aim compress-demos`")
+                actual = os.path.getsize(path)
+                if actual != size:
+                    raise BankError(f"bank {self.folder}: {name} is truncated or damaged ({actual} bytes, the manifest "
+                                    f"says {size}); rebuild the bank with `aim compress-demos`")
+
+    def _remove_orphans(self) -> None:
+        listed = {MANIFEST} | {s["file"] for s in self.manifest["shards"]} | {s["meta"] for s in self.manifest["shards"]}
+        for name in os.listdir(self.folder):
+            if name.startswith("shard-") or name.endswith(".tmp"):
+                if name not in listed:
+                    logger.info("removing %s, left by an interrupted append", name)
+                    os.remove(os.path.join(self.folder, name))
+
+    # ------------------------------------------------------------------ writing
+    def append(self, ids: Sequence[str], fused: Sequence[torch.Tensor], metas: Sequence[dict],
+               keys: Optional[dict[str, torch.Tensor]] = None) -> None:
+        """Add one shard: ``fused`` (tokens_i, hidden) per demo, ``keys`` kind -> (n, d)."""
+        if not ids:
+            return
+        if self._index is None:
+            self._build_index()
+        dup = [i for i in ids if str(i) in self._index]
+        if dup or len(set(map(str, ids))) != len(ids):
+            raise BankError(f"bank {self.folder}: demo ids already present or repeated: {dup[:5] or 'in this batch'}")
+        hidden = self.manifest["hidden_size"]
+        for i, f in zip(ids, fused):
+            if f.dim() != 2 or f.shape[1] != hidden:
+                raise BankError(f"demo {i}: fused tokens of shape {tuple(f.shape)}, the bank holds (tokens, {hidden})")
+        number = len(self.manifest["shards"])
+        name, meta_name = f"shard-{number:05d}.safetensors", f"shard-{number:05d}.jsonl"
+        lengths = torch.tensor([0] + [f.shape[0] for f in fused], dtype=torch.int64)
+        tensors = {"tokens": torch.cat([f.detach().float().cpu() for f in fused]).contiguous(),
+                   "offsets": lengths.cumsum(0)}
+        kinds = sorted((keys or {}).keys())
+        known = self.manifest.get("key_kinds")
+        if known is not None and kinds != known:
+            raise BankError(f"bank {self.folder} holds keys {known}; this append brings {kinds}")
+        for kind, k in (keys or {}).items():
+            tensors[f"keys.{kind}"] = k.detach().float().cpu().contiguous()
+        path, meta_path = os.path.join(self.folder, name), os.path.join(self.folder, meta_name)
+        save_file(tensors, path + ".tmp")
+        with open(meta_path + ".tmp", "w") as f:
+            for i, m in zip(ids, metas):
+                f.write(json.dumps({"id": str(i), **m}) + "\n")
+        os.replace(path + ".tmp", path)
+        os.replace(meta_path + ".tmp", meta_path)
+        shard = {"file": name, "meta": meta_name, "count": len(ids), "tokens": int(lengths.sum()),
+                 "bytes": os.path.getsize(path), "meta_bytes": os.path.getsize(meta_path)}
+        manifest = dict(self.manifest, shards=self.manifest["shards"] + [shard],
+                        count=self.manifest["count"] + len(ids), tokens=self.manifest["tokens"] + shard["tokens"],
+                        key_kinds=kinds)
+        _write_json_atomic(os.path.join(self.folder, MANIFEST), manifest)  # the commit point
+        self.manifest = manifest
+        for row, i in enumerate(ids):
+            self._index[str(i)] = (number, row)
+        if self._meta is not None:
+            self._meta.append([{"id": str(i), **m} for i, m in zip(ids, metas)])
+
+    # ------------------------------------------------------------------ reading
+    def __len__(self) -> int:
+        return self.manifest["count"]
+
+    @property
+    def backbone(self) -> dict:
+        return self.manifest["backbone"]
+
+    @property
+    def fuser(self) -> dict:
+        return self.manifest["fuser"]
+
+    def _handle(self, shard: int):
+        name = self.manifest["shards"][shard]["file"]
+        if name not in self._handles:
+            try:
+                self._handles[name] = safe_open(os.path.join(self.folder, name), framework="pt")
+            except Exception as err:  # safetensors raises its own error types for damaged files
+                raise BankError(f"bank {self.folder}: cannot read {name} ({err}); rebuild the bank with "
+                                "`aim compress-demos`") from err
+        return self._handles[name]
+
+    def _build_index(self) -> None:
+        self._meta = []
+        self._index = {}
+        for number, shard in enumerate(self.manifest["shards"]):
+            with open(os.path.join(self.folder, shard["meta"])) as f:
+                rows = [json.loads(line) for line in f if line.strip()]
+            self._meta.append(rows)
+            for row, m in enumerate(rows):
+                self._index[m["id"]] = (number, row)
+
+    def ids(self) -> list[str]:
+        """Every demo id, in bank order."""
+        if self._meta is None:
+            self._build_index()
+        return [m["id"] for rows in self._meta for m in rows]
+
+    def __contains__(self, demo_id) -> bool:
+        if self._index is None:
+            self._build_index()
+        return str(demo_id) in self._index
+
+    def meta(self, demo_id) -> dict:
+        shard, row = self._locate(demo_id)
+        return self._meta[shard][row]
+
+    def _locate(self, demo_id) -> tuple[int, int]:
+        if self._index is None:
+            self._build_index()
+        try:
+            return self._index[str(demo_id)]
+        except KeyError:
+            raise BankError(f"demo {demo_id!r} is not in bank {self.folder}") from None
+
+    def fused(self, demo_id) -> torch.Tensor:
+        """(tokens, hidden) fused tokens of one demonstration, read from disk on demand."""
+        shard, row = self._locate(demo_id)
+        handle = self._handle(shard)
+        offsets = handle.get_slice("offsets")[row:row + 2]
+        return handle.get_slice("tokens")[int(offsets[0]):int(offsets[1])]
+
+    def get(self, demo_ids: Iterable) -> list[BankEntry]:
+        return [BankEntry(str(i), self.fused(i), self.meta(i)) for i in demo_ids]
+
+    def keys(self, kind: str) -> tuple[torch.Tensor, list[str]]:
+        """All keys of one kind (N, d) with their demo ids, in bank order."""
+        if kind not in (self.manifest.get("key_kinds") or []):
+            raise BankError(f"bank {self.folder} has no {kind!r} keys (it has {self.manifest.get('key_kinds')})")
+        parts = [self._handle(n).get_tensor(f"keys.{kind}") for n in range(len(self.manifest["shards"]))]
+        return torch.cat(parts), self.ids()
+
+    def size_bytes(self) -> int:
+        return sum(os.path.getsize(os.path.join(self.folder, f)) for f in os.listdir(self.folder))

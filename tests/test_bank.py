@@ -1,0 +1,86 @@
+"""DemoBank: round trips, lazy reads, atomic appends, and clear errors for damaged or foreign banks."""
+import json
+import os
+
+import pytest
+import torch
+
+from aim.bank import BankError, DemoBank
+
+BACKBONE = {"family": "pocket", "model": "pocket", "revision": "abc", "dtype": "float32", "hidden_size": 8, "layer": -1}
+FUSER = {"kind": "linear", "digest": "f00"}
+
+
+def shard(start, n, hidden=8):
+    g = torch.Generator().manual_seed(start)
+    ids = [f"d{start + i}" for i in range(n)]
+    fused = [torch.randn(3 + (start + i) % 4, hidden, generator=g) for i in range(n)]
+    metas = [{"question": f"q{start + i}", "answers": ["a"]} for i in range(n)]
+    keys = {"image": torch.randn(n, 5, generator=g)}
+    return ids, fused, metas, keys
+
+
+def test_round_trip_across_shards(tmp_path):
+    bank = DemoBank.create(str(tmp_path), BACKBONE, FUSER, 8)
+    a, b = shard(0, 3), shard(3, 2)
+    bank.append(*a)
+    bank.append(*b)
+    again = DemoBank.open(str(tmp_path), backbone=BACKBONE, fuser=FUSER)
+    assert len(again) == 5 and again.ids() == a[0] + b[0]
+    for ids, fused, metas, _ in (a, b):
+        for i, f, m in zip(ids, fused, metas):
+            assert torch.equal(again.fused(i), f)
+            assert again.meta(i)["question"] == m["question"]
+    keys, ids = again.keys("image")
+    assert torch.equal(keys, torch.cat([a[3]["image"], b[3]["image"]])) and ids == a[0] + b[0]
+    manifest = json.load(open(tmp_path / "bank.json"))
+    assert manifest["count"] == 5 and manifest["tokens"] == sum(f.shape[0] for f in a[1] + b[1])
+
+
+def test_foreign_backbone_or_fuser_is_refused(tmp_path):
+    DemoBank.create(str(tmp_path), BACKBONE, FUSER, 8).append(*shard(0, 2))
+    other = dict(BACKBONE, model="llava-hf/llava-1.5-7b-hf")
+    with pytest.raises(BankError, match="built with backbone .*model=pocket.* uses .*llava-1.5-7b"):
+        DemoBank.open(str(tmp_path), backbone=other)
+    with pytest.raises(BankError, match="built with fuser .*digest=f00.*digest=bad"):
+        DemoBank.open(str(tmp_path), fuser={"kind": "linear", "digest": "bad"})
+    with pytest.raises(BankError, match="built with backbone"):
+        DemoBank.create(str(tmp_path), other, FUSER, 8)
+
+
+def test_missing_manifest_and_truncated_shard(tmp_path):
+    with pytest.raises(BankError, match="bank.json is missing"):
+        DemoBank.open(str(tmp_path))
+    DemoBank.create(str(tmp_path), BACKBONE, FUSER, 8).append(*shard(0, 3))
+    path = tmp_path / "shard-00000.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(BankError, match="shard-00000.safetensors is truncated"):
+        DemoBank.open(str(tmp_path))
+
+
+def test_interrupted_append_leaves_the_bank_as_it_was(tmp_path):
+    bank = DemoBank.create(str(tmp_path), BACKBONE, FUSER, 8)
+    bank.append(*shard(0, 2))
+    # what a run killed in the middle of its second append leaves: unlisted shard files, a temp manifest
+    (tmp_path / "shard-00001.safetensors").write_bytes(b"partial")
+    (tmp_path / "shard-00001.jsonl.tmp").write_text('{"id": "d2"')
+    (tmp_path / "bank.json.tmp").write_text("{")
+    reopened = DemoBank.open(str(tmp_path))
+    assert len(reopened) == 2
+    resumed = DemoBank.create(str(tmp_path), BACKBONE, FUSER, 8)
+    assert sorted(os.listdir(tmp_path)) == ["bank.json", "shard-00000.jsonl", "shard-00000.safetensors"]
+    resumed.append(*shard(2, 2))
+    assert DemoBank.open(str(tmp_path)).ids() == ["d0", "d1", "d2", "d3"]
+
+
+def test_duplicates_and_bad_shapes_are_refused(tmp_path):
+    bank = DemoBank.create(str(tmp_path), BACKBONE, FUSER, 8)
+    bank.append(*shard(0, 2))
+    with pytest.raises(BankError, match="already present"):
+        bank.append(*shard(1, 2))
+    ids, fused, metas, keys = shard(5, 1, hidden=6)
+    with pytest.raises(BankError, match="shape"):
+        bank.append(ids, fused, metas, keys)
+    with pytest.raises(BankError, match="not in bank"):
+        bank.fused("nope")
