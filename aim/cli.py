@@ -88,6 +88,32 @@ def ask(image: str, question: str, max_new_tokens: int, **opts) -> None:
     click.echo(backbone.answer([picture], [question], max_new_tokens=max_new_tokens)[0].text)
 
 
+@cli.command("compress-demos")
+@_backbone_options
+@click.option("--fuser", default=None, help="Fuser folder (from `aim train fuser`), or 'identity' for no fusion.")
+@click.option("--dataset", required=True, help="Demonstration pool: easy-vqa:train, fashion-mnist:train, ...")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Bank folder (created, or resumed).")
+@click.option("--limit", type=int, default=None, help="Only the first N records.")
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--shard-size", default=256, show_default=True, help="Demonstrations per committed shard.")
+@click.option("--keys", default="image", show_default=True, help="Retrieval keys to store: image, text or image,text.")
+def compress_demos_cmd(fuser, dataset, out, limit, batch_size, shard_size, keys, **opts) -> None:
+    """Turn a pool of demonstrations into a demo bank on disk (resumable: run it again after an interrupt)."""
+    from .compress import compress_demos, load_fuser
+    from .data.spec import load_records
+
+    records = load_records(dataset, limit)
+    backbone = _load_backbone(opts)
+    summary = compress_demos(backbone, load_fuser(fuser, backbone), records, out, batch_size, shard_size,
+                             [k.strip() for k in keys.split(",") if k.strip()])
+    raw = summary["raw_tokens_per_demo"]
+    click.echo(f"\n| bank | demos (added) | fused tokens/demo | raw tokens/demo | size on disk | time | demos/s |")
+    click.echo("|---|---|---|---|---|---|---|")
+    click.echo(f"| {out} | {summary['demos']} ({summary['added']}) | {summary['fused_tokens_per_demo']:.1f} | "
+               f"{raw if raw is None else f'{raw:.1f}'} | {summary['bank_bytes'] / 2**20:.2f} MiB | "
+               f"{summary['seconds']:.1f} s | {summary['demos_per_second'] or 0:.1f} |")
+
+
 @cli.command()
 def info() -> None:
     """Versions, the known backbones and where caches live."""

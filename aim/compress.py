@@ -1,0 +1,114 @@
+"""Compressing a pool of demonstrations into a DemoBank (what ``aim compress-demos`` runs).
+
+Each shard is computed and committed whole: the backbone reads the demonstrations (image in
+context), the fuser turns their text-position states into fused tokens, the retrieval keys are
+computed, and the shard is appended atomically. Demonstrations already in the bank are skipped, so
+a run killed at any point and started again ends with every demonstration exactly once.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import time
+from typing import Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .backbones.base import Backbone, Demo
+from .bank import DemoBank
+from .data.record import Record
+from .errors import AimError
+from .fusion import Fuser
+from .images import load_image
+
+logger = logging.getLogger(__name__)
+
+KEY_KINDS = ("image", "text")
+
+
+def fuser_fingerprint(fuser: Fuser) -> dict:
+    """What a bank records of its fuser: kind, layer, and a digest of config and weights."""
+    h = hashlib.sha256(repr(sorted((k, v) for k, v in vars(fuser.config).items() if k != "training")).encode())
+    for name, tensor in sorted(fuser.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    return {"kind": fuser.config.kind, "layer": fuser.config.layer, "digest": h.hexdigest()[:16]}
+
+
+def image_ref(record: Record) -> str:
+    """The source image path, or a hash of the pixels for in-memory images."""
+    if isinstance(record.image, str):
+        return record.image
+    buf = io.BytesIO()
+    record.image.save(buf, format="PNG")
+    return "sha256:" + hashlib.sha256(buf.getvalue()).hexdigest()[:16]
+
+
+def compress_demos(backbone: Backbone, fuser: Fuser, records: Sequence[Record], out: str, batch_size: int = 8,
+                   shard_size: int = 64, keys: Sequence[str] = ("image",), progress: bool = True) -> dict:
+    """Fuse ``records`` into the bank at ``out`` (created or resumed); returns a summary."""
+    unknown = [k for k in keys if k not in KEY_KINDS]
+    if unknown:
+        raise AimError(f"unknown key kind(s) {', '.join(unknown)}: use {', '.join(KEY_KINDS)}")
+    ids = [str(r.id) for r in records]
+    if len(set(ids)) != len(ids):
+        raise AimError("the dataset has repeated record ids; a bank needs one id per demonstration")
+    fuser.check_backbone(backbone)
+    bank = DemoBank.create(out, backbone.fingerprint(layer=fuser.config.layer), fuser_fingerprint(fuser),
+                           fuser.config.embed_size)
+    todo = [r for r in records if str(r.id) not in bank]
+    logger.info("%s: %d demonstrations in the bank, %d to do", out, len(records) - len(todo), len(todo))
+    embed_text = None
+    if "text" in keys:
+        from .retrieval import TextEmbedder
+
+        embed_text = TextEmbedder()
+    start = time.perf_counter()
+    bar = tqdm(total=len(records), initial=len(records) - len(todo), desc="compress demos", unit="demo",
+               disable=not progress)
+    raw_tokens: list[int] = []
+    for s in range(0, len(todo), shard_size):
+        chunk = todo[s:s + shard_size]
+        fused, shard_keys = [], {k: [] for k in keys}
+        for b in range(0, len(chunk), batch_size):
+            part = chunk[b:b + batch_size]
+            images = [load_image(r.image) for r in part]
+            demos = [Demo(img, r.question, r.answer) for img, r in zip(images, part)]
+            fused += [f.cpu() for f in fuser.fuse_demos(backbone, demos)]
+            if "image" in keys:
+                shard_keys["image"].append(backbone.image_features(images).cpu())
+            if embed_text is not None:
+                shard_keys["text"].append(embed_text([r.question for r in part]).cpu())
+            if len(raw_tokens) < 16:  # what these demonstrations cost uncompressed, image tokens included
+                raw = backbone.encode([[img, backbone.demo_text(d)] for img, d in zip(images, demos)], chat=False)
+                raw_tokens += raw.lengths
+            bar.update(len(part))
+            bar.set_postfix(demos_per_s=f"{(bar.n - (len(records) - len(todo))) / (time.perf_counter() - start):.1f}")
+        metas = [{"question": r.question, "answers": list(r.answers), "image": image_ref(r)} for r in chunk]
+        bank.append([str(r.id) for r in chunk], fused, metas, {k: torch.cat(v) for k, v in shard_keys.items()})
+    bar.close()
+    seconds = time.perf_counter() - start
+    return {
+        "bank": out,
+        "demos": len(bank),
+        "added": len(todo),
+        "fused_tokens_per_demo": bank.manifest["tokens"] / max(1, len(bank)),
+        "raw_tokens_per_demo": (sum(raw_tokens) / len(raw_tokens)) if raw_tokens else None,
+        "bank_bytes": bank.size_bytes(),
+        "seconds": seconds,
+        "demos_per_second": len(todo) / seconds if seconds > 0 else None,
+        "keys": list(keys),
+    }
+
+
+def load_fuser(spec: Optional[str], backbone: Backbone, layer: Optional[int] = None) -> Fuser:
+    """``identity`` (no fusion: the demonstrations' own text embeddings) or a fuser folder."""
+    if spec is None:
+        raise AimError("no fuser given and none ships yet: pass --fuser PATH (a folder from `aim train fuser`) "
+                       "or --fuser identity (text embeddings, no fusion)")
+    if spec == "identity":
+        fuser = Fuser.for_backbone(backbone, kind="identity", **({"layer": layer} if layer is not None else {}))
+        return fuser.to(backbone.device)
+    return Fuser.from_pretrained(spec, backbone=backbone).to(backbone.device, backbone.dtype)
