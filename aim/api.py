@@ -1,0 +1,144 @@
+"""``aim.FewShot``: few-shot prompting of any supported MLLM with fused demonstrations.
+
+    fs = aim.FewShot.from_pretrained("pocket", fuser="identity")
+    fs.compress(aim.load_records("easy-vqa:train", 2000), "banks/easy-vqa")   # or fs.open_bank(folder)
+    answers = fs.generate([image], ["what shape is this?"], shots=16, select="image")
+
+A thin face over the pieces: backbone (reads and answers), fuser (fused tokens), DemoBank (disk),
+KeyIndex (FAISS retrieval over the bank's keys) and prompt assembly.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .backbones import load_backbone
+from .backbones.base import Backbone, Demo
+from .bank import DemoBank
+from .compress import compress_demos, fuser_fingerprint, load_fuser
+from .data.record import Record
+from .errors import AimError
+from .fusion import Fuser
+from .images import ImageLike, load_image
+from .prompting import assemble
+from .retrieval import KeyIndex, TextEmbedder, hybrid_keys, select_demos
+
+SELECT = ("random", "image", "text", "hybrid")
+
+
+@dataclass
+class Answer:
+    """One answer with what it cost and which demonstrations it saw (prompt order)."""
+
+    text: str
+    prompt_tokens: int
+    demo_ids: list
+
+
+class FewShot:
+    """Backbone + fuser + (optionally) a demo bank."""
+
+    def __init__(self, backbone: Backbone, fuser: Fuser, bank: Optional[DemoBank] = None):
+        self.backbone, self.fuser, self.bank = backbone, fuser, bank
+        self._indexes: dict[str, KeyIndex] = {}
+        self._text: Optional[TextEmbedder] = None
+
+    @classmethod
+    def from_pretrained(cls, backbone: str = "pocket", fuser: Optional[str] = None, bank: Optional[str] = None,
+                        **load_options) -> "FewShot":
+        """Load a backbone by name / folder / hub id, a fuser folder (or ``identity``), and a bank."""
+        bb = load_backbone(backbone, **load_options)
+        fs = cls(bb, load_fuser(fuser, bb))
+        if bank is not None:
+            fs.open_bank(bank)
+        return fs
+
+    # ------------------------------------------------------------------ banks
+    def open_bank(self, folder: str) -> DemoBank:
+        """Open a bank made with this backbone and fuser (anything else is a clear error)."""
+        self.bank = DemoBank.open(folder, backbone=self.backbone.fingerprint(layer=self.fuser.config.layer),
+                                  fuser=fuser_fingerprint(self.fuser))
+        self._indexes.clear()
+        return self.bank
+
+    def compress(self, demos: Sequence[Record], out: str, **options) -> DemoBank:
+        """Fuse demonstrations into a bank at ``out`` (created or resumed) and use it."""
+        compress_demos(self.backbone, self.fuser, demos, out, **options)
+        return self.open_bank(out)
+
+    def _index(self, kind: str) -> KeyIndex:
+        """The FAISS index over the bank's keys of one kind, saved beside the bank."""
+        if kind not in self._indexes:
+            path = os.path.join(self.bank.folder, f"index.{kind}.faiss")
+            index = None
+            if os.path.isfile(path + ".json"):
+                index = KeyIndex.load(path)
+                if len(index) != len(self.bank):
+                    index = None  # the bank grew since
+            if index is None:
+                if kind == "hybrid":
+                    keys = hybrid_keys(self.bank.keys("image")[0].numpy(), self.bank.keys("text")[0].numpy())
+                else:
+                    keys = self.bank.keys(kind)[0].numpy()
+                index = KeyIndex.build(keys, np.arange(len(self.bank)), kind="auto")
+                index.save(path)
+            self._indexes[kind] = index
+        return self._indexes[kind]
+
+    def _query_keys(self, kind: str, images: Sequence[ImageLike], questions: Sequence[str]) -> np.ndarray:
+        image = text = None
+        if kind in ("image", "hybrid"):
+            image = self.backbone.image_features(images).numpy()
+        if kind in ("text", "hybrid"):
+            self._text = self._text or TextEmbedder()
+            text = self._text(list(questions)).numpy()
+        return image if kind == "image" else text if kind == "text" else hybrid_keys(image, text)
+
+    def select(self, images: Sequence[ImageLike], questions: Sequence[str], shots: int, select: str = "image",
+               seed: int = 0, exclude: Optional[Sequence] = None) -> list[list[str]]:
+        """Bank ids of ``shots`` demonstrations per query, most similar last (random: seeded)."""
+        if self.bank is None:
+            raise AimError("no demo bank: call compress(...) or open_bank(folder) first")
+        if select not in SELECT:
+            raise AimError(f"unknown selection {select!r}: use one of {', '.join(SELECT)}")
+        ids = self.bank.ids()
+        position = {d: i for i, d in enumerate(ids)}
+        excl = [[position[str(e)]] if str(e) in position else [] for e in exclude] if exclude else None
+        kind = "image" if select == "random" else select
+        index = self._index(kind)
+        keys = self._query_keys(kind, images, questions) if select != "random" else np.zeros((len(images), index.dim),
+                                                                                            dtype=np.float32)
+        rows = select_demos(index, keys, shots, "random" if select == "random" else "similar", seed=seed,
+                            exclude_ids=excl)
+        return [[ids[r] for r in row] for row in rows]
+
+    # ------------------------------------------------------------------ answering
+    def generate(self, images: Sequence[ImageLike], questions: Sequence[str], shots: int = 16,
+                 select: str = "image", method: str = "fused", seed: int = 0, max_new_tokens: int = 10,
+                 exclude: Optional[Sequence] = None) -> list[Answer]:
+        """Answer each (image, question) with ``shots`` demonstrations from the bank. ``method``:
+        fused (the bank's fused tokens), raw (the demonstrations' images and texts), text, or zero."""
+        images = [load_image(i) for i in images]
+        chosen = self.select(images, questions, shots, select, seed, exclude) if shots and method != "zero" \
+            else [[] for _ in questions]
+        if method == "fused":
+            batch = assemble(self.backbone, "fused", images, questions,
+                             fused=[[self.bank.fused(i) for i in row] for row in chosen])
+        else:
+            demos = [[self._demo(i, with_image=method == "raw") for i in row] for row in chosen]
+            batch = assemble(self.backbone, method, images, questions, demos=demos)
+        gens = self.backbone.generate(batch, max_new_tokens=max_new_tokens)
+        return [Answer(g.text, g.prompt_tokens, row) for g, row in zip(gens, chosen)]
+
+    def _demo(self, demo_id: str, with_image: bool) -> Demo:
+        meta = self.bank.meta(demo_id)
+        image = None
+        if with_image:
+            if meta["image"].startswith("sha256:"):
+                raise AimError(f"demo {demo_id}: the bank keeps only a hash of its in-memory image, so raw ICL "
+                               "cannot show it; build the bank from files")
+            image = load_image(meta["image"])
+        return Demo(image, meta["question"], meta["answers"][0])

@@ -1,0 +1,59 @@
+"""aim.FewShot on the pocket backbone: retrieval from a bank, every method, and the exactness of
+fused prompts with an identity fuser (they answer exactly as text-only prompts)."""
+import os
+
+import pytest
+import torch
+
+import aim
+from aim.backbones.pocket import DEFAULT_CONNECTOR
+
+pytestmark = pytest.mark.skipif(not os.path.isfile(os.path.join(DEFAULT_CONNECTOR, "connector.safetensors")),
+                                reason="no shipped connector checkpoint")
+
+
+@pytest.fixture(scope="module")
+def fewshot(tmp_path_factory):
+    torch.set_num_threads(1)
+    fs = aim.FewShot.from_pretrained("pocket", fuser="identity")
+    fs.compress(aim.load_records("easy-vqa:train", 24), str(tmp_path_factory.mktemp("bank")), batch_size=8,
+                keys=("image", "text"), progress=False)
+    return fs
+
+
+def test_identity_fused_answers_equal_text_only(fewshot):
+    queries = aim.load_records("easy-vqa:test", 3)
+    images, questions = [q.image for q in queries], [q.question for q in queries]
+    fused = fewshot.generate(images, questions, shots=4, select="image", method="fused")
+    text = fewshot.generate(images, questions, shots=4, select="image", method="text")
+    raw = fewshot.generate(images, questions, shots=4, select="image", method="raw")
+    assert [a.text for a in fused] == [a.text for a in text]
+    for f, t, r in zip(fused, text, raw):
+        assert f.demo_ids == t.demo_ids == r.demo_ids and len(f.demo_ids) == 4
+        assert f.prompt_tokens == t.prompt_tokens == r.prompt_tokens - 4 * fewshot.backbone.image_tokens
+
+
+def test_selection(fewshot):
+    query = aim.load_records("easy-vqa:train", 1)[0]  # sits in the pool
+    for select in ("image", "text", "hybrid"):
+        ids = fewshot.select([query.image], [query.question], 5, select, exclude=[query.id])[0]
+        assert len(ids) == 5 and query.id not in ids
+    # the most similar demonstration comes last: one showing the query's own image (several
+    # easy-VQA questions share an image), when not excluded
+    last = fewshot.select([query.image], [query.question], 3, "image")[0][-1]
+    assert fewshot.bank.meta(last)["image"] == query.image
+    a = fewshot.select([query.image], [query.question], 4, "random", seed=1)
+    assert a == fewshot.select([query.image], [query.question], 4, "random", seed=1)
+    assert a != fewshot.select([query.image], [query.question], 4, "random", seed=2)
+    assert os.path.isfile(os.path.join(fewshot.bank.folder, "index.image.faiss"))
+    with pytest.raises(aim.AimError, match="unknown selection"):
+        fewshot.select([query.image], [query.question], 2, "clip")
+
+
+def test_zero_shot_needs_no_bank():
+    fs = aim.FewShot(aim.load_backbone("pocket"), aim.Fuser(aim.FusionConfig(hidden_size=576, kind="identity")))
+    q = aim.load_records("fashion-mnist:test", 1)[0]
+    (ans,) = fs.generate([q.image], [q.question], shots=0, method="zero")
+    assert ans.demo_ids == [] and ans.text
+    with pytest.raises(aim.AimError, match="no demo bank"):
+        fs.generate([q.image], [q.question], shots=2)
