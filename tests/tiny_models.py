@@ -104,20 +104,23 @@ def _save(model, processor, folder: str) -> str:
 # ------------------------------------------------------------------ builders
 
 
-def build_llava(folder: str, vision: dict = VISION) -> str:
+def build_llava(folder: str, vision: dict = VISION, image_size: int = 28) -> str:
     """LLaVA-1.5: CLIP tower at 28 px (2x2 patches + CLS; "default" drops the CLS -> 4 image tokens).
-    ``vision`` overrides the tower's geometry (4-bit weights on CPU need widths that are multiples of 64)."""
+    ``vision`` overrides the tower's geometry (4-bit weights on CPU need widths that are multiples of 64);
+    ``image_size=336`` gives LLaVA-1.5's real geometry: 24x24 = 576 image tokens."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
     from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
 
     tok = tokenizer_with(["<image>"], LLAVA_TEMPLATE)
     config = LlavaConfig(
-        vision_config=CLIPVisionConfig(image_size=28, projection_dim=32, **vision),
+        vision_config=CLIPVisionConfig(image_size=image_size, projection_dim=32, **vision),
         text_config=text_config(LlamaConfig, tok), image_token_id=tok.convert_tokens_to_ids("<image>"),
-        vision_feature_layer=-2, vision_feature_select_strategy="default", image_seq_length=4)
+        vision_feature_layer=-2, vision_feature_select_strategy="default",
+        image_seq_length=(image_size // vision["patch_size"]) ** 2)
     torch.manual_seed(0)
     model = LlavaForConditionalGeneration(config)
-    images = LlavaImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    images = LlavaImageProcessorPil(size={"shortest_edge": image_size},
+                                    crop_size={"height": image_size, "width": image_size})
     processor = LlavaProcessor(images, tok, patch_size=14, vision_feature_select_strategy="default",
                                num_additional_image_tokens=1, chat_template=LLAVA_TEMPLATE)
     return _save(model, processor, folder)
@@ -135,7 +138,8 @@ def build_llava_next(folder: str) -> str:
         vision_config=CLIPVisionConfig(image_size=28, projection_dim=32, **VISION),
         text_config=text_config(MistralConfig, tok, sliding_window=None),
         image_token_id=tok.convert_tokens_to_ids("<image>"), image_grid_pinpoints=pinpoints,
-        vision_feature_layer=-2, vision_feature_select_strategy="default", image_seq_length=4)
+        vision_feature_layer=-2, vision_feature_select_strategy="default",
+        image_seq_length=(image_size // vision["patch_size"]) ** 2)
     torch.manual_seed(0)
     model = LlavaNextForConditionalGeneration(config)
     images = LlavaNextImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28},
