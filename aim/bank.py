@@ -28,6 +28,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .checkpoint import write_json
 from .errors import AimError
 
 logger = logging.getLogger(__name__)
@@ -47,15 +48,6 @@ class BankEntry:
     id: str
     fused: torch.Tensor  # (tokens, hidden)
     meta: dict
-
-
-def _write_json_atomic(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _describe(fp: Optional[dict]) -> str:
@@ -86,7 +78,7 @@ class DemoBank:
         os.makedirs(folder, exist_ok=True)
         manifest = {"format_version": FORMAT_VERSION, "backbone": backbone, "fuser": fuser,
                     "hidden_size": hidden_size, "count": 0, "tokens": 0, "shards": []}
-        _write_json_atomic(os.path.join(folder, MANIFEST), manifest)
+        write_json(os.path.join(folder, MANIFEST), manifest)
         bank = cls(folder, manifest)
         bank._remove_orphans()
         return bank
@@ -172,7 +164,7 @@ class DemoBank:
         manifest = dict(self.manifest, shards=self.manifest["shards"] + [shard],
                         count=self.manifest["count"] + len(ids), tokens=self.manifest["tokens"] + shard["tokens"],
                         key_kinds=kinds)
-        _write_json_atomic(os.path.join(self.folder, MANIFEST), manifest)  # the commit point
+        write_json(os.path.join(self.folder, MANIFEST), manifest)  # the commit point
         self.manifest = manifest
         for row, i in enumerate(ids):
             self._index[str(i)] = (number, row)

@@ -107,7 +107,7 @@ def compress_demos_cmd(fuser, dataset, out, limit, batch_size, shard_size, keys,
     summary = compress_demos(backbone, load_fuser(fuser, backbone), records, out, batch_size, shard_size,
                              [k.strip() for k in keys.split(",") if k.strip()])
     raw = summary["raw_tokens_per_demo"]
-    click.echo(f"\n| bank | demos (added) | fused tokens/demo | raw tokens/demo | size on disk | time | demos/s |")
+    click.echo("\n| bank | demos (added) | fused tokens/demo | raw tokens/demo | size on disk | time | demos/s |")
     click.echo("|---|---|---|---|---|---|---|")
     click.echo(f"| {out} | {summary['demos']} ({summary['added']}) | {summary['fused_tokens_per_demo']:.1f} | "
                f"{raw if raw is None else f'{raw:.1f}'} | {summary['bank_bytes'] / 2**20:.2f} MiB | "

@@ -14,14 +14,15 @@ import json
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+from .checkpoint import save_checkpoint
 from .errors import AimError, FusionMismatchError
 
 logger = logging.getLogger(__name__)
@@ -235,12 +236,7 @@ class Fuser(nn.Module):
     # ----------------------------------------------------------------- saving
     def save_pretrained(self, folder: str) -> None:
         """Write ``fusion_config.json`` (indent 2, sorted keys) and ``fusion_model.safetensors``."""
-        os.makedirs(folder, exist_ok=True)
-        save_file({k: v.detach().float().contiguous().cpu() for k, v in self.state_dict().items()},
-                  os.path.join(folder, WEIGHTS_NAME))
-        with open(os.path.join(folder, CONFIG_NAME), "w") as f:
-            json.dump(asdict(self.config), f, indent=2, sort_keys=True)
-            f.write("\n")
+        save_checkpoint(folder, self, self.config, WEIGHTS_NAME, CONFIG_NAME)
         logger.info("saved %s fuser to %s", self.config.kind, folder)
 
     @classmethod

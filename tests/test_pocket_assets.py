@@ -2,7 +2,7 @@
 import os
 
 import pytest
-import torch
+
 
 from aim.pocket import assets
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+from ..checkpoint import save_checkpoint
 from ..errors import BackboneError
 
 CONFIG_NAME = "connector_config.json"
@@ -53,11 +54,7 @@ class Connector(nn.Module):
         return self.fc2(self.act(self.fc1(self.norm(x))))
 
     def save_pretrained(self, folder: str) -> None:
-        os.makedirs(folder, exist_ok=True)
-        save_file({k: v.detach().float().contiguous().cpu() for k, v in self.state_dict().items()},
-                  os.path.join(folder, WEIGHTS_NAME))
-        with open(os.path.join(folder, CONFIG_NAME), "w") as f:
-            json.dump(asdict(self.config), f, indent=2, sort_keys=True)
+        save_checkpoint(folder, self, self.config, WEIGHTS_NAME, CONFIG_NAME)
 
     @classmethod
     def from_pretrained(cls, folder: str) -> "Connector":
