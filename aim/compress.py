@@ -84,8 +84,7 @@ def compress_demos(backbone: Backbone, fuser: Fuser, records: Sequence[Record], 
             if len(raw_tokens) < 16:  # what these demonstrations cost uncompressed, image tokens included
                 raw = backbone.encode([[img, backbone.demo_text(d)] for img, d in zip(images, demos)], chat=False)
                 raw_tokens += raw.lengths
-            bar.update(len(part))
-            bar.set_postfix(demos_per_s=f"{(bar.n - (len(records) - len(todo))) / (time.perf_counter() - start):.1f}")
+            bar.update(len(part))  # tqdm's rate is demos/s
         metas = [{"question": r.question, "answers": list(r.answers), "image": image_ref(r)} for r in chunk]
         bank.append([str(r.id) for r in chunk], fused, metas, {k: torch.cat(v) for k, v in shard_keys.items()})
     bar.close()

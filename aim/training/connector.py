@@ -105,7 +105,7 @@ def caption_loss(backbone: PocketBackbone, connector: Connector, feats: torch.Te
     image_embeds = connector(feats.float())
     prompts = [backbone.wrap([Virtual(e), "\n" + ins]) + [cap + "<|im_end|>"]
                for e, ins, cap in zip(image_embeds, instructions, captions)]
-    batch = backbone.pad(backbone._encode_many(prompts, spans=True))
+    batch = backbone.encode(prompts, spans=True, chat=False)
     hidden = backbone.run(batch).last_hidden_state
     states, labels = [], []
     for i, spans in enumerate(batch.spans):
