@@ -44,7 +44,8 @@ def _load_backbone(opts: dict):
 @cli.command()
 @_backbone_options
 @click.option("--dataset", default="easy-vqa:test", show_default=True,
-              help="easy-vqa:test, easy-vqa:train, fashion-mnist:test or fashion-mnist:train.")
+              help="easy-vqa:test, easy-vqa:train, fashion-mnist:test, fashion-mnist:train, or a dataset file or "
+                   "folder (.jsonl, VQA/VizWiz/TextVQA JSON, datasets folder, parquet; see docs/datasets.md).")
 @click.option("--limit", default=8, show_default=True, help="How many questions (in the dataset's order).")
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--no-image", is_flag=True, help="Ask the questions without their images (a baseline).")
@@ -91,7 +92,11 @@ def ask(image: str, question: str, max_new_tokens: int, **opts) -> None:
 @cli.command("compress-demos")
 @_backbone_options
 @click.option("--fuser", default=None, help="Fuser folder (from `aim train fuser`), or 'identity' for no fusion.")
-@click.option("--dataset", required=True, help="Demonstration pool: easy-vqa:train, fashion-mnist:train, ...")
+@click.option("--dataset", required=True,
+              help="Demonstration pool: a built-in (easy-vqa:train, fashion-mnist:train, ...) or a dataset file or "
+                   "folder, format told from the path or named as FORMAT:PATH[:SPLIT]: a .jsonl file, the VQA "
+                   "questions+annotations JSON pair (a folder, or vqa:questions=Q,annotations=A,images=DIR), a "
+                   "VizWiz or TextVQA JSON, a datasets folder (save_to_disk) or parquet (see docs/datasets.md).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Bank folder (created, or resumed).")
 @click.option("--limit", type=int, default=None, help="Only the first N records.")
 @click.option("--batch-size", default=8, show_default=True)

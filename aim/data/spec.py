@@ -1,16 +1,18 @@
-"""Dataset specs as the CLI takes them: built-in names such as ``easy-vqa:test``."""
+"""Dataset specs as the CLI takes them: built-in names such as ``easy-vqa:test``, or a dataset file
+or folder (``[FORMAT:]PATH[:SPLIT]``, see detect.py and docs/datasets.md)."""
 from __future__ import annotations
 
 from typing import Optional
 
-from ..errors import AimError
 from .record import Record
 
 BUILTIN = ("easy-vqa:train", "easy-vqa:test", "fashion-mnist:train", "fashion-mnist:test")
 
 
 def load_records(spec: str, limit: Optional[int] = None) -> list[Record]:
-    """Records of a dataset spec (a built-in ``name:split``)."""
+    """Records of a dataset spec: a built-in ``name:split``, or a file or folder of a format told
+    from the path or named by a prefix (``jsonl:``, ``vqa:``, ``vizwiz:``, ``textvqa:``, ``hf:``,
+    ``parquet:``); ``limit`` keeps the first N records."""
     name, _, split = spec.partition(":")
     split = split or "test"
     if name == "easy-vqa":
@@ -21,4 +23,8 @@ def load_records(spec: str, limit: Optional[int] = None) -> list[Record]:
         from .fashion_mnist import load_fashion_mnist
 
         return load_fashion_mnist(split, limit)
-    raise AimError(f"unknown dataset {spec!r}: use one of {', '.join(BUILTIN)}")
+    from .detect import FORMATS, load_path
+
+    fmt = name if name in FORMATS and ":" in spec else None  # a folder named vqa is a path
+    return load_path(spec.partition(":")[2] if fmt else spec, fmt, limit, spec,
+                     also=f", or a built-in: {', '.join(BUILTIN)}")
