@@ -27,6 +27,8 @@ from .prompting import assemble
 from .retrieval import KeyIndex, TextEmbedder, hybrid_keys, select_demos
 
 SELECT = ("random", "image", "text", "hybrid")
+#: the bank keys each selection reads (random draws from the image index's ids)
+SELECT_KEYS = {"random": ("image",), "image": ("image",), "text": ("text",), "hybrid": ("image", "text")}
 
 
 @dataclass
@@ -43,6 +45,9 @@ class FewShot:
 
     def __init__(self, backbone: Backbone, fuser: Fuser, bank: Optional[DemoBank] = None):
         self.backbone, self.fuser, self.bank = backbone, fuser, bank
+        #: demonstration records known in memory, by id: raw prompts show their images even where the
+        #: bank keeps only a hash of an in-memory image (``compress`` fills it)
+        self.records: dict[str, Record] = {}
         self._indexes: dict[str, KeyIndex] = {}
         self._text: Optional[TextEmbedder] = None
 
@@ -67,6 +72,7 @@ class FewShot:
     def compress(self, demos: Sequence[Record], out: str, **options) -> DemoBank:
         """Fuse demonstrations into a bank at ``out`` (created or resumed) and use it."""
         compress_demos(self.backbone, self.fuser, demos, out, **options)
+        self.records.update((str(r.id), r) for r in demos)
         return self.open_bank(out)
 
     def _index(self, kind: str) -> KeyIndex:
@@ -98,8 +104,12 @@ class FewShot:
         return image if kind == "image" else text if kind == "text" else hybrid_keys(image, text)
 
     def select(self, images: Sequence[ImageLike], questions: Sequence[str], shots: int, select: str = "image",
-               seed: int = 0, exclude: Optional[Sequence] = None) -> list[list[str]]:
-        """Bank ids of ``shots`` demonstrations per query, most similar last (random: seeded)."""
+               seed: int = 0, exclude: Optional[Sequence] = None,
+               query_numbers: Optional[Sequence[int]] = None) -> list[list[str]]:
+        """Bank ids of ``shots`` demonstrations per query, most similar last (random: seeded).
+        ``exclude``: one id per query never to return (the query itself when it sits in the pool);
+        ``query_numbers``: a stable number per query (its place in the dataset), so that a random
+        draw does not depend on how queries are batched."""
         if self.bank is None:
             raise AimError("no demo bank: call compress(...) or open_bank(folder) first")
         if select not in SELECT:
@@ -112,7 +122,7 @@ class FewShot:
         keys = self._query_keys(kind, images, questions) if select != "random" else np.zeros((len(images), index.dim),
                                                                                             dtype=np.float32)
         rows = select_demos(index, keys, shots, "random" if select == "random" else "similar", seed=seed,
-                            exclude_ids=excl)
+                            exclude_ids=excl, query_numbers=query_numbers)
         return [[ids[r] for r in row] for row in rows]
 
     # ------------------------------------------------------------------ answering
@@ -128,12 +138,16 @@ class FewShot:
             batch = assemble(self.backbone, "fused", images, questions,
                              fused=[[self.bank.fused(i) for i in row] for row in chosen])
         else:
-            demos = [[self._demo(i, with_image=method == "raw") for i in row] for row in chosen]
+            demos = [[self.demo(i, with_image=method == "raw") for i in row] for row in chosen]
             batch = assemble(self.backbone, method, images, questions, demos=demos)
         gens = self.backbone.generate(batch, max_new_tokens=max_new_tokens)
         return [Answer(g.text, g.prompt_tokens, row) for g, row in zip(gens, chosen)]
 
-    def _demo(self, demo_id: str, with_image: bool) -> Demo:
+    def demo(self, demo_id: str, with_image: bool) -> Demo:
+        """A bank demonstration as a ``Demo`` for raw (``with_image``) or text-only prompts."""
+        record = self.records.get(str(demo_id))
+        if record is not None:
+            return Demo(load_image(record.image) if with_image else None, record.question, record.answer)
         meta = self.bank.meta(demo_id)
         image = None
         if with_image:

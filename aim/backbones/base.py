@@ -102,6 +102,8 @@ class Backbone(abc.ABC):
     query_template: str = "Question: {question}\nAnswer the question using a single word or phrase."
     #: text that starts the model's turn before it generates (e.g. "Answer:")
     answer_prefix: str = ""
+    #: whether prompts may hold images (a text-only LLM behind this protocol says False)
+    accepts_images: bool = True
 
     def __init__(self, model_id: str, dtype: torch.dtype = torch.float32, device: str = "cpu", layer: int = -1):
         self.model_id = model_id
@@ -140,6 +142,17 @@ class Backbone(abc.ABC):
     @property
     def hidden_size(self) -> int:
         return self.input_embeddings.weight.shape[1]
+
+    @property
+    def context_length(self) -> Optional[int]:
+        """The most positions the LLM was built for (its config's ``max_position_embeddings``), or
+        None when the config does not say. Prompt plus generated tokens must fit in it."""
+        config = getattr(self.decoder, "config", None)
+        for name in ("max_position_embeddings", "max_sequence_length", "n_positions"):
+            value = getattr(config, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
 
     @property
     def input_embeddings(self) -> torch.nn.Embedding:
