@@ -119,6 +119,81 @@ def compress_demos_cmd(fuser, dataset, out, limit, batch_size, shard_size, keys,
                f"{summary['seconds']:.1f} s | {summary['demos_per_second'] or 0:.1f} |")
 
 
+def _parsed(parser: str, *args):
+    """A click callback that parses a comma-separated value with ``aim.eval.runner.<parser>``
+    (imported when the option is parsed, so ``--help`` stays fast)."""
+    def callback(ctx, param, value):
+        from .eval import runner
+
+        try:
+            return getattr(runner, parser)(value, *args)
+        except AimError as err:
+            raise click.BadParameter(str(err)) from None
+    return callback
+
+
+@cli.command("icl-eval")
+@_backbone_options
+@click.option("--fuser", default=None, help="Fuser folder (from `aim train fuser`), or 'identity' for no fusion.")
+@click.option("--dataset", required=True, help="The questions: a dataset spec (easy-vqa:test, fashion-mnist:test, ...).")
+@click.option("--pool", default=None,
+              help="Demonstration pool spec, fused into the bank when it is missing (e.g. easy-vqa:train).")
+@click.option("--pool-limit", type=int, default=None, help="Only the first N records of the pool.")
+@click.option("--bank", default=None, type=click.Path(file_okay=False),
+              help="Demo bank folder: reused when it exists, else built from --pool. Default: OUTPUT/RUN_ID/bank.")
+@click.option("--methods", default="zero,raw,text,fused", show_default=True,
+              callback=_parsed("parse_methods"),
+              help="Comma-separated: zero (no demonstrations), raw (images + texts), text (texts only), "
+                   "fused (fused tokens from the bank).")
+@click.option("--shots", default="0,4,8,16", show_default=True,
+              callback=_parsed("parse_ints", "--shots"),
+              help="Comma-separated demonstration counts; 0 is the zero-shot prompt for every method.")
+@click.option("--select", default="random", show_default=True, type=click.Choice(["random", "image", "text", "hybrid"]),
+              help="How demonstrations are chosen: seeded random, or most similar by image, question text or both.")
+@click.option("--seeds", default="0,1,2", show_default=True,
+              callback=_parsed("parse_ints", "--seeds"),
+              help="Seeds of random selection (similarity selection runs the first only).")
+@click.option("--limit", type=int, default=None, help="Only the first N questions of the dataset.")
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--max-new-tokens", default=10, show_default=True, help="Answer budget (greedy decoding).")
+@click.option("--metric", default="auto", show_default=True, type=click.Choice(["auto", "vqa_accuracy", "exact_match"]),
+              help="auto: exact match for classification records (labels, episodes), else the official VQA accuracy.")
+@click.option("--output", default="runs/icl-eval", show_default=True, type=click.Path(file_okay=False),
+              help="Folder of runs; results go to OUTPUT/RUN_ID/.")
+@click.option("--run-id", default=None,
+              help="Run folder name (default: dataset, backbone and a digest of the options). Rerunning with the "
+                   "same options resumes it.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def icl_eval_cmd(fuser, dataset, pool, pool_limit, bank, methods, shots, select, seeds, limit, batch_size,
+                 max_new_tokens, metric, output, run_id, quiet, **opts) -> None:
+    """Few-shot evaluation: every method at every shot count (and seed), side by side.
+
+    Writes OUTPUT/RUN_ID/results.json, samples.jsonl (every prediction), results.md (the table) and
+    results.png (accuracy and prompt tokens against shots); prints the table. Resumable: run the same
+    command again after an interrupt."""
+    from .compress import load_fuser
+    from .data.spec import load_records
+    from .eval.runner import IclEvalConfig, icl_eval
+
+    config = IclEvalConfig(dataset=dataset, methods=methods, shots=shots, select=select, seeds=seeds, limit=limit,
+                           pool=pool, pool_limit=pool_limit, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                           metric=metric)
+    records = load_records(dataset, limit)
+    pool_records = load_records(pool, pool_limit) if pool else None
+    backbone = _load_backbone(opts)
+    needs_fuser = any(m != "zero" for m in methods) and any(k > 0 for k in shots)
+    doc = icl_eval(backbone, records, config, output, run_id=run_id,
+                   fuser=load_fuser(fuser, backbone) if needs_fuser else None, pool=pool_records, bank=bank,
+                   progress=not quiet)
+    from .eval.report import markdown_table
+
+    click.echo("\n" + markdown_table(doc))
+    if doc.get("note"):
+        click.echo(f"note: {doc['note']}")
+    click.echo(f"backbone {backbone.model_id}; {doc['samples']} samples in {doc['seconds']:.1f} s; "
+               f"results: {doc['files']['results']}; plot: {doc['files']['plot']}")
+
+
 @cli.command()
 def info() -> None:
     """Versions, the known backbones and where caches live."""

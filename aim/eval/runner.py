@@ -1,0 +1,411 @@
+"""The few-shot evaluation loop behind ``aim icl-eval``: every method at every shot count and seed.
+
+A *cell* is one (method, shots, seed). The loop answers every record of the dataset in every cell,
+batch by batch, and appends each batch's samples to ``samples.jsonl`` as it goes, so a killed run
+started again skips what is done and ends with the same samples and figures.
+
+- ``zero`` ignores shots and runs once (at shots 0, with the first seed); every other method's
+  shots 0 *is* that zero-shot prompt, so it is reported from the same samples, not run again.
+- ``raw`` shows k demonstrations with their images, ``text`` their texts only, ``fused`` their
+  fused tokens from the bank. All go through ``aim.prompting.assemble`` and greedy
+  ``Backbone.generate``.
+- Demonstrations come from a ``DemoBank`` through ``FewShot.select`` (the selection of the Python
+  API); a query never sees itself when the pool is the dataset. Records that carry an
+  ``extra["episode"]`` (label-binding episodes) bring their own demonstrations
+  (``aim.data.binding.episode_demos``); ``fused`` fuses those on the fly.
+- Seeds only change random selection: with similarity selection (or episodes only) the first seed
+  is run and the others would repeat it.
+- A prompt longer than the backbone's context (or a raw prompt for a backbone that takes no
+  images) makes its (method, shots) *skipped*, with the reason, in samples and results.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..api import SELECT, SELECT_KEYS, FewShot
+from ..backbones.base import Backbone, Demo
+from ..compress import fuser_fingerprint
+from ..data.record import Record
+from ..errors import AimError
+from ..fusion import Fuser
+from ..images import load_image
+from ..prompting import METHODS, assemble
+from .memory import PeakMemory
+from .metrics import exact_match, vqa_accuracy
+from .run_folder import RunFolder, sample_key
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("auto", "vqa_accuracy", "exact_match")
+
+
+@dataclass
+class IclEvalConfig:
+    """What an evaluation runs. ``dataset`` and ``pool`` are the specs the records came from
+    (recorded, and compared when a run is resumed)."""
+
+    dataset: str
+    methods: tuple = METHODS
+    shots: tuple = (0, 4, 8, 16)
+    select: str = "random"
+    seeds: tuple = (0, 1, 2)
+    limit: Optional[int] = None
+    pool: Optional[str] = None
+    pool_limit: Optional[int] = None
+    batch_size: int = 8
+    max_new_tokens: int = 10
+    metric: str = "auto"
+
+    def __post_init__(self):
+        self.methods = tuple(self.methods)
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise AimError(f"unknown method(s) {', '.join(map(repr, unknown)) or '(none given)'}: "
+                           f"use some of {', '.join(METHODS)}")
+        if len(set(self.methods)) != len(self.methods):
+            raise AimError(f"methods repeat: {', '.join(self.methods)}")
+        if not self.shots or any(int(k) < 0 for k in self.shots):
+            raise AimError(f"shots must be counts >= 0; got {list(self.shots)}")
+        self.shots = tuple(sorted(set(int(k) for k in self.shots)))
+        if not self.seeds:
+            raise AimError("give at least one seed")
+        self.seeds = tuple(dict.fromkeys(int(s) for s in self.seeds))
+        if self.select not in SELECT:
+            raise AimError(f"unknown selection {self.select!r}: use one of {', '.join(SELECT)}")
+        if self.metric not in METRICS:
+            raise AimError(f"unknown metric {self.metric!r}: use one of {', '.join(METRICS)}")
+        if self.batch_size <= 0 or self.max_new_tokens <= 0:
+            raise AimError(f"batch size and max new tokens must be positive; got {self.batch_size}, "
+                           f"{self.max_new_tokens}")
+
+
+def parse_methods(text: str) -> tuple:
+    """``"zero,raw"`` -> ("zero", "raw"), or an AimError naming the unknown ones."""
+    methods = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise AimError(f"unknown method(s) {', '.join(map(repr, unknown)) or '(none given)'}: use a comma-separated "
+                       f"list of {', '.join(METHODS)}")
+    return methods
+
+
+def parse_ints(text: str, what: str) -> tuple:
+    """``"0,4,8"`` -> (0, 4, 8), or an AimError naming ``what``."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise AimError(f"{what} must be comma-separated integers, e.g. 0,4,8; got {text!r}") from None
+    if not values:
+        raise AimError(f"{what}: give at least one integer")
+    return values
+
+
+@dataclass(frozen=True)
+class Cell:
+    method: str
+    shots: int
+    seed: int
+
+
+@dataclass
+class Plan:
+    """The cells to run and what the report needs to lay them out."""
+
+    dataset: str
+    methods: tuple
+    shots: tuple
+    seeds: tuple  # the seeds actually run
+    zero_seed: int
+    metric: str
+    cells: list = field(default_factory=list)
+    static_skips: dict = field(default_factory=dict)  # method -> reason, known before running
+
+
+def is_episode(record: Record) -> bool:
+    return bool(record.extra.get("episode"))
+
+
+def choose_metric(records: Sequence[Record], metric: str = "auto") -> str:
+    """``auto``: a record's ``extra["metric"]`` when every record names the same one; exact match
+    for classification records (a label-binding episode or an ``extra["label"]``); else the
+    official VQA accuracy."""
+    if metric != "auto":
+        return metric
+    named = {r.extra.get("metric") for r in records}
+    if len(named) == 1 and None not in named:
+        (name,) = named
+        if name not in METRICS[1:]:
+            raise AimError(f"records name metric {name!r}: use {' or '.join(METRICS[1:])}")
+        return name
+    if records and all(is_episode(r) or "label" in r.extra for r in records):
+        return "exact_match"
+    return "vqa_accuracy"
+
+
+def episode_demos(record: Record, shots: int) -> list[Record]:
+    """The demonstrations an episode record brings (``aim.data.binding``), in prompt order."""
+    try:
+        from ..data import binding
+    except ImportError as err:
+        raise AimError(f"record {record.id} is a label-binding episode, but aim.data.binding cannot be "
+                       f"imported ({err})") from err
+    demos = binding.episode_demos(record, shots)
+    if len(demos) != shots:
+        raise AimError(f"episode record {record.id} gave {len(demos)} demonstrations for {shots} shots")
+    return demos
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", os.path.basename(str(text).rstrip("/")) or str(text)).strip("-")[:40]
+
+
+def default_run_id(run_config: dict) -> str:
+    """``{dataset}-{backbone}-{digest of the configuration}``: the same options resume the same run."""
+    digest = hashlib.sha256(json.dumps(run_config, sort_keys=True).encode()).hexdigest()[:8]
+    model = (run_config.get("backbone") or {}).get("model", "model")
+    return f"{slug(run_config['dataset'])}-{slug(model)}-{digest}"
+
+
+def same_source(a: Optional[str], b: Optional[str]) -> bool:
+    """Whether two dataset specs name the same records (equal specs, or the same file/folder)."""
+    if a is None or b is None:
+        return False
+    if a == b:
+        return True
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+
+
+def prepare_bank(fewshot: FewShot, folder: str, pool: Optional[Sequence[Record]], select: str,
+                 batch_size: int = 8, progress: bool = True) -> dict:
+    """Open the bank at ``folder`` (refusing one of another backbone or fuser, or without the keys
+    ``select`` reads) and add the pool's missing demonstrations, or build it from the pool."""
+    start = time.perf_counter()
+    keys = list(SELECT_KEYS[select])
+    exists = os.path.isfile(os.path.join(folder, "bank.json"))
+    have = None
+    if exists:
+        bank = fewshot.open_bank(folder)
+        have = bank.manifest.get("key_kinds")
+        missing = [k for k in keys if have is not None and k not in have]
+        if missing:
+            raise AimError(f"bank {folder} holds {', '.join(have) or 'no'} keys; --select {select} needs "
+                           f"{', '.join(missing)} keys: build a bank with `aim compress-demos --keys "
+                           f"{','.join(sorted(set(keys) | set(have)))}` or pass another --bank")
+    if pool:
+        if not exists or any(str(r.id) not in fewshot.bank for r in pool):
+            logger.info("bank %s: fusing the pool's demonstrations that are not in it yet", folder)
+            fewshot.compress(pool, folder, batch_size=batch_size, keys=have or keys, progress=progress)
+        fewshot.records.update((str(r.id), r) for r in pool)
+    elif not exists:
+        raise AimError(f"no demo bank at {folder} and no pool to build it from: pass --pool SPEC (the "
+                       "demonstrations), or --bank FOLDER of an existing bank")
+    bank = fewshot.bank
+    return {"folder": os.path.abspath(folder), "demos": len(bank), "key_kinds": bank.manifest.get("key_kinds"),
+            "fused_tokens_per_demo": bank.manifest["tokens"] / max(1, len(bank)),
+            "seconds": time.perf_counter() - start}
+
+
+class IclEval:
+    """One evaluation run: ``IclEval(...).run()`` returns the results document (see ``report``)."""
+
+    def __init__(self, backbone: Backbone, records: Sequence[Record], config: IclEvalConfig, output: str,
+                 run_id: Optional[str] = None, fuser: Optional[Fuser] = None,
+                 pool: Optional[Sequence[Record]] = None, bank: Optional[str] = None, progress: bool = True,
+                 on_batch: Optional[Callable[[Cell, list], None]] = None):
+        if not records:
+            raise AimError(f"dataset {config.dataset} has no records")
+        ids = [str(r.id) for r in records]
+        if len(set(ids)) != len(ids):
+            raise AimError(f"dataset {config.dataset} repeats record ids; an evaluation needs one id per record")
+        self.backbone, self.records, self.config = backbone, list(records), config
+        self.progress, self.on_batch = progress, on_batch
+        self.metric = choose_metric(self.records, config.metric)
+        few = [m for m in config.methods if m != "zero"] if any(k > 0 for k in config.shots) else []
+        self.needs_bank = bool(few) and any(not is_episode(r) for r in self.records)
+        needs_fuser = self.needs_bank or ("fused" in few and any(is_episode(r) for r in self.records))
+        if needs_fuser and fuser is None:
+            raise AimError(f"methods {', '.join(few)} with shots > 0 need a fuser (the demo bank is made with it): "
+                           "pass --fuser FOLDER or --fuser identity")
+        self.fuser = fuser if needs_fuser else None
+        self.fewshot = FewShot(backbone, self.fuser)
+        self.pool = pool
+        self.exclude_self = same_source(config.pool, config.dataset)
+        self.run_config = dict(asdict(config), metric=self.metric, backbone=backbone.fingerprint(),
+                               fuser=fuser_fingerprint(self.fuser) if self.fuser is not None else None,
+                               bank=os.path.abspath(bank) if bank else None)
+        self.run_config["methods"], self.run_config["shots"] = list(config.methods), list(config.shots)
+        self.run_config["seeds"] = list(config.seeds)
+        self.run_id = run_id or default_run_id(self.run_config)
+        self.folder = RunFolder(os.path.join(output, self.run_id), self.run_config)
+        self.bank_folder = bank or self.folder.file("bank")
+        self.bank_info: Optional[dict] = None
+
+    # ------------------------------------------------------------------ planning
+    def plan(self) -> Plan:
+        c = self.config
+        random_draws = c.select == "random" and any(not is_episode(r) for r in self.records)
+        seeds = c.seeds if random_draws else c.seeds[:1]
+        plan = Plan(c.dataset, c.methods, c.shots, seeds, c.seeds[0], self.metric)
+        if "zero" in c.methods or 0 in c.shots:
+            plan.cells.append(Cell("zero", 0, c.seeds[0]))
+        for method in c.methods:
+            if method == "zero":
+                continue
+            if method == "raw" and not self.backbone.accepts_images:
+                plan.static_skips[method] = "the backbone takes no images"
+                continue
+            plan.cells += [Cell(method, k, s) for k in c.shots if k > 0 for s in seeds]
+        return plan
+
+    # ------------------------------------------------------------------ running
+    def run(self) -> dict:
+        from .report import results_document, write_reports
+
+        started = time.perf_counter()
+        if self.needs_bank:
+            self.bank_info = prepare_bank(self.fewshot, self.bank_folder, self.pool, self.config.select,
+                                          self.config.batch_size, self.progress)
+            self._check_pool_size()
+            self._warm_up()
+        plan = self.plan()
+        self.memory = PeakMemory(self.backbone.device)
+        done = self.folder.done()
+        skipped = {(k[0], k[1]) for k, s in done.items() if s.get("skipped")}
+        for method in dict.fromkeys(cell.method for cell in plan.cells):
+            cells = [cell for cell in plan.cells if cell.method == method]
+            bar = tqdm(total=len(cells) * len(self.records), desc=f"{method:5s}", unit="query",
+                       disable=not self.progress)
+            for cell in cells:
+                todo = [(i, r) for i, r in enumerate(self.records) if (method, cell.shots, cell.seed, str(r.id))
+                        not in done]
+                bar.update(len(self.records) - len(todo))
+                if (method, cell.shots) in skipped:
+                    bar.update(len(todo))
+                    continue
+                for b in range(0, len(todo), self.config.batch_size):
+                    chunk = todo[b:b + self.config.batch_size]
+                    samples = self._batch(cell, chunk)
+                    self.folder.append(samples)
+                    done.update((sample_key(s), s) for s in samples)
+                    bar.update(len(chunk))
+                    if self.on_batch is not None:
+                        self.on_batch(cell, samples)
+                    if samples[0].get("skipped"):
+                        logger.info("%s at %d shots skipped: %s", method, cell.shots, samples[0]["skipped"])
+                        skipped.add((method, cell.shots))
+                        bar.update(len(todo) - b - len(chunk))
+                        break
+            bar.close()
+        document = results_document(plan, self.folder.samples(), self._context(time.perf_counter() - started))
+        document["files"] = write_reports(self.folder, document)
+        return document
+
+    def _context(self, seconds: float) -> dict:
+        import aim
+        import transformers
+
+        versions = {"aim": aim.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
+        device = str(self.backbone.device)
+        if self.backbone.device.type == "cuda" and torch.cuda.is_available():
+            device += f" ({torch.cuda.get_device_name(self.backbone.device)})"
+        return {"run_id": self.run_id, "folder": os.path.abspath(self.folder.path), "configuration": self.run_config,
+                "versions": versions, "backbone": self.backbone.fingerprint(),
+                "fuser": self.run_config["fuser"], "device": device, "context_length": self.backbone.context_length,
+                "memory": {"kind": self.memory.kind, "description": self.memory.description},
+                "bank": self.bank_info, "seconds": seconds}
+
+    def _check_pool_size(self) -> None:
+        most = max(self.config.shots)
+        available = len(self.fewshot.bank) - (1 if self.exclude_self else 0)
+        if most > available:
+            raise AimError(f"{most} shots need {most} demonstrations per query but the bank offers {available}"
+                           f"{' (the query itself excluded)' if self.exclude_self else ''}: lower --shots or "
+                           "give a larger --pool")
+
+    def _warm_up(self) -> None:
+        """Build the selection index and load the text embedder before anything is timed."""
+        first = next((r for r in self.records if not is_episode(r)), None)
+        if first is not None:
+            image = load_image(first.image) if self.backbone.accepts_images else None
+            self.fewshot.select([image], [first.question], 1, self.config.select, 0)
+
+    def _batch(self, cell: Cell, chunk: list) -> list[dict]:
+        """Answer one batch of (query number, record) in one cell -> its samples."""
+        records = [r for _, r in chunk]
+        images = [load_image(r.image) if self.backbone.accepts_images else None for r in records]
+        questions = [r.question for r in records]
+        self.memory.start()
+        t0 = time.perf_counter()
+        ids, demos, fused = self._demonstrations(cell, chunk, images, questions)
+        t1 = time.perf_counter()
+        method = cell.method if cell.shots else "zero"
+        batch = assemble(self.backbone, method, images, questions, demos=demos, fused=fused)
+        lengths = batch.lengths
+        context = self.backbone.context_length
+        base = [{"method": cell.method, "shots": cell.shots, "seed": cell.seed, "id": str(r.id), "demo_ids": d}
+                for r, d in zip(records, ids)]
+        if context is not None and max(lengths) + self.config.max_new_tokens > context:
+            reason = (f"prompt {max(lengths)} tokens + {self.config.max_new_tokens} new > context {context}")
+            return [dict(b, skipped=reason, prompt_tokens=n) for b, n in zip(base, lengths)]
+        gens = self.backbone.generate(batch, max_new_tokens=self.config.max_new_tokens)
+        t2 = time.perf_counter()
+        memory = self.memory.read()
+        out = []
+        for b, r, g in zip(base, records, gens):
+            scores = {"vqa_accuracy": vqa_accuracy(g.text, r.answers), "exact_match": exact_match(g.text, r.answers)}
+            out.append(dict(b, prediction=g.text, answers=list(r.answers), score=scores[self.metric], **scores,
+                            prompt_tokens=g.prompt_tokens, new_tokens=g.new_tokens,
+                            latency_s=(t2 - t1) / len(chunk), retrieval_s=(t1 - t0) / len(chunk),
+                            peak_memory_bytes=memory))
+        return out
+
+    def _demonstrations(self, cell: Cell, chunk: list, images: list, questions: list):
+        """Per query: demo ids (prompt order), Demos (raw, text) and fused tokens (fused)."""
+        n = len(chunk)
+        ids: list[list[str]] = [[] for _ in range(n)]
+        if cell.method == "zero" or cell.shots == 0:
+            return ids, None, None
+        raw, fused_method = cell.method == "raw", cell.method == "fused"
+        demos: list[list[Demo]] = [[] for _ in range(n)]
+        fused: list[list[torch.Tensor]] = [[] for _ in range(n)]
+        from_bank = [i for i, (_, r) in enumerate(chunk) if not is_episode(r)]
+        if from_bank:
+            chosen = self.fewshot.select([images[i] for i in from_bank], [questions[i] for i in from_bank],
+                                         cell.shots, self.config.select, cell.seed,
+                                         exclude=[chunk[i][1].id for i in from_bank] if self.exclude_self else None,
+                                         query_numbers=[chunk[i][0] for i in from_bank])
+            for i, row in zip(from_bank, chosen):
+                ids[i] = row
+                if fused_method:
+                    fused[i] = [self.fewshot.bank.fused(d) for d in row]
+                else:
+                    demos[i] = [self.fewshot.demo(d, with_image=raw) for d in row]
+        episodes = [i for i in range(n) if i not in set(from_bank)]
+        for i in episodes:
+            own = episode_demos(chunk[i][1], cell.shots)
+            ids[i] = [str(d.id) for d in own]
+            demos[i] = [Demo(load_image(d.image) if raw or fused_method else None, d.question, d.answer)
+                        for d in own]
+        if fused_method and episodes:
+            flat = [d for i in episodes for d in demos[i]]
+            tokens = []
+            for s in range(0, len(flat), self.config.batch_size):
+                tokens += self.fuser.fuse_demos(self.backbone, flat[s:s + self.config.batch_size])
+            for i in episodes:
+                fused[i], tokens = tokens[:cell.shots], tokens[cell.shots:]
+        return ids, (None if fused_method else demos), (fused if fused_method else None)
+
+
+def icl_eval(backbone: Backbone, records: Sequence[Record], config: IclEvalConfig, output: str, **options) -> dict:
+    """Run an evaluation (see ``IclEval`` for the options) and return its results document."""
+    return IclEval(backbone, records, config, output, **options).run()
