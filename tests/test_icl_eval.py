@@ -172,6 +172,14 @@ def test_another_configuration_in_the_same_run_folder(llava, records, full_run):
         run(llava, records, out, shots=(0, 2), max_new_tokens=4)
 
 
+def test_a_run_folder_without_samples_takes_a_new_configuration(llava, records, tmp_path):
+    with pytest.raises(aim.AimError, match="no demo bank"):  # fails before answering anything
+        icl_eval(llava, records, config(pool=None), str(tmp_path), run_id="r", fuser=load_fuser("identity", llava),
+                 progress=False)
+    doc = run(llava, records, tmp_path, run_id="r", methods=("zero",), shots=(0,))
+    assert doc["configuration"]["methods"] == ["zero"] and doc["samples"] == 8
+
+
 def test_default_run_id_follows_the_configuration(llava, records, tmp_path):
     a = IclEval(llava, records, config(methods=("zero",)), str(tmp_path))
     b = IclEval(llava, records, config(methods=("zero",)), str(tmp_path))

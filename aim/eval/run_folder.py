@@ -8,7 +8,8 @@ results.json    figures aggregated from the samples (written by ``report``)
 
 A rerun into the same folder with the same configuration skips every (method, shots, seed, record
 id) already in ``samples.jsonl``; with another configuration it is an error that names the keys
-that differ. A last line cut short by a killed run is dropped on opening.
+that differ (unless no sample was written yet: then the new configuration replaces the old). A
+last line cut short by a killed run is dropped on opening.
 """
 from __future__ import annotations
 
@@ -51,8 +52,9 @@ class RunFolder:
         self.path = path
         self.config = config
         os.makedirs(path, exist_ok=True)
+        self.samples_path = os.path.join(path, SAMPLES)
         config_path = os.path.join(path, CONFIG)
-        if os.path.isfile(config_path):
+        if os.path.isfile(config_path) and self._has_samples():
             with open(config_path) as f:
                 try:
                     old = json.load(f)
@@ -66,8 +68,10 @@ class RunFolder:
                                "same options to resume it")
         else:
             write_json(config_path, config)
-        self.samples_path = os.path.join(path, SAMPLES)
         self._repair()
+
+    def _has_samples(self) -> bool:
+        return os.path.isfile(self.samples_path) and os.path.getsize(self.samples_path) > 0
 
     def _repair(self) -> None:
         """Drop a last line that a killed run left without its newline."""
