@@ -212,7 +212,7 @@ def info() -> None:
 
 @cli.group()
 def train() -> None:
-    """Train the small trainable parts (the pocket backbone's connector)."""
+    """Train the small trainable parts: the pocket connector (stage 1), the pocket backbone (stage 2), fusers."""
 
 
 @train.command("connector")
@@ -236,6 +236,86 @@ def train_connector_cmd(**opts) -> None:
 
     out = train_connector(ConnectorTrainConfig(**opts))
     click.echo(f"connector checkpoint: {out}")
+
+
+@train.command("backbone")
+@click.option("--out", default="runs/pocket-icl", show_default=True, help="Run folder: checkpoint, log, loss curve.")
+@click.option("--init", default=None, help="Stage-1 connector folder to start from (default: the shipped one).")
+@click.option("--steps", default=320, show_default=True, help="Length of the run (and of its learning-rate schedule).")
+@click.option("--stop-after", type=int, default=None,
+              help="End this invocation after this step with a usable checkpoint; run again to go on.")
+@click.option("--batch-size", default=8, show_default=True, help="Sequences per optimizer step (per process).")
+@click.option("--grad-accum", default=1, show_default=True, help="Micro-batches per optimizer step.")
+@click.option("--lr-connector", default=3e-4, show_default=True)
+@click.option("--lr-lora", default=2e-4, show_default=True)
+@click.option("--lora-r", default=16, show_default=True)
+@click.option("--lora-alpha", default=32, show_default=True)
+@click.option("--max-shots", default=10, show_default=True, help="Most demonstrations in a training sequence.")
+@click.option("--caption-fraction", default=0.15, show_default=True, help="Share of caption examples.")
+@click.option("--vqa-fraction", default=0.15, show_default=True, help="Share of easy-VQA question runs.")
+@click.option("--fashion-per-class", default=600, show_default=True, help="Fashion-MNIST train images per class.")
+@click.option("--easy-vqa-images", default=3000, show_default=True, help="easy-VQA train scenes.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--save-every", default=20, show_default=True, help="Checkpoint period in steps (resume point).")
+@click.option("--eval-every", default=50, show_default=True, help="Held-out loss period in steps.")
+@click.option("--mixed-precision", default="auto", show_default=True,
+              type=click.Choice(["auto", "no", "bf16", "fp16"]), help="auto: bf16 on CUDA, none on CPU.")
+def train_backbone_cmd(**opts) -> None:
+    """Stage 2 of the pocket backbone: interleaved episodes (label binding with made-up words,
+    easy-VQA question runs, captions; training splits only) train the connector and a LoRA, so the
+    backbone learns in context. Runs through accelerate (`accelerate launch -m aim.cli train
+    backbone ...` for several devices). Resumes from OUT/state.pt; writes a pocket checkpoint
+    (connector + peft adapter) usable as `--backbone pocket:OUT`."""
+    from .training.backbone import BackboneTrainConfig, train_backbone
+
+    if opts["init"] is None:
+        opts.pop("init")
+    out = train_backbone(BackboneTrainConfig(**opts))
+    click.echo(f"pocket checkpoint: {out}")
+
+
+@train.command("fuser")
+@_backbone_options
+@click.option("--out", default="runs/fuser", show_default=True, help="Run folder: fuser checkpoint, log, loss curve.")
+@click.option("--data", default="pocket-episodes", show_default=True,
+              help="Training sequences: pocket-episodes (training-split episodes of the pocket backbone), or any "
+                   "dataset spec / file / folder, whose records are grouped at random into sequences.")
+@click.option("--limit", type=int, default=None, help="Read only the first N records of --data.")
+@click.option("--steps", default=150, show_default=True, help="Length of the run (and of its learning-rate schedule).")
+@click.option("--stop-after", type=int, default=None,
+              help="End this invocation after this step with a usable checkpoint; run again to go on.")
+@click.option("--batch-size", default=8, show_default=True, help="Sequences per optimizer step (per process).")
+@click.option("--grad-accum", default=1, show_default=True, help="Micro-batches per optimizer step.")
+@click.option("--lr", default=1e-3, show_default=True)
+@click.option("--objective", default="lm", show_default=True, type=click.Choice(["lm", "distill", "both"]),
+              help="lm: answer cross-entropy; distill: KL from the raw multimodal prompt; both: the sum.")
+@click.option("--kind", default="linear", show_default=True, type=click.Choice(["linear", "mlp"]))
+@click.option("--residual/--no-residual", default=True, show_default=True,
+              help="Fused = the demo's text embedding + a projection starting at zero (--no-residual: the "
+                   "projection alone, as in the AIM paper).")
+@click.option("--layer", default=15, show_default=True, help="Which layer's hidden states to read (-1: the last).")
+@click.option("--normalize", default="rms", show_default=True, type=click.Choice(["rms", "none"]))
+@click.option("--pool-tokens", type=int, default=None, help="Pool each demonstration to this many fused tokens.")
+@click.option("--max-shots", default=8, show_default=True, help="Most demonstrations in a training sequence.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--save-every", default=20, show_default=True, help="Checkpoint period in steps (resume point).")
+@click.option("--eval-every", default=50, show_default=True, help="Held-out loss period in steps.")
+@click.option("--mixed-precision", default="auto", show_default=True,
+              type=click.Choice(["auto", "no", "bf16", "fp16"]), help="auto: bf16 on CUDA, none on CPU.")
+def train_fuser_cmd(out, data, limit, steps, stop_after, batch_size, grad_accum, lr, objective, kind, residual,
+                    layer, normalize, pool_tokens, max_shots, seed, save_every, eval_every, mixed_precision,
+                    **opts) -> None:
+    """Train a fuser for a frozen backbone (the AIM setting: fused earlier demonstrations, the query's
+    image and question, loss on its answer). Resumes from OUT/state.pt; writes OUT/fusion_config.json,
+    OUT/fusion_model.safetensors, OUT/log.jsonl and OUT/loss.png."""
+    from .training.fuser import FuserTrainConfig, train_fuser
+
+    cfg = FuserTrainConfig(out=out, data=data, limit=limit, steps=steps, stop_after=stop_after,
+                           batch_size=batch_size, grad_accum=grad_accum, lr=lr, objective=objective, kind=kind,
+                           residual=residual, layer=layer, normalize=normalize, pool_tokens=pool_tokens,
+                           max_shots=max_shots, seed=seed, save_every=save_every, eval_every=eval_every,
+                           mixed_precision=mixed_precision)
+    click.echo(f"fuser checkpoint: {train_fuser(_load_backbone(opts), cfg)}")
 
 
 def main() -> None:

@@ -77,6 +77,12 @@ class PocketBackbone(Backbone):
         if quant is not None:
             kwargs.update(quantization_config=quant, device_map=device_map or device)
         llm = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+        adapter = os.path.join(path, "adapter_model.safetensors")
+        if os.path.isfile(adapter):  # stage 2 (`aim train backbone`): a LoRA, merged into the weights
+            from peft import PeftModel
+
+            llm = PeftModel.from_pretrained(llm, path).merge_and_unload()
+            revision = f"{revision}+{file_digest(adapter)}"
         if quant is None:
             llm.to(device)
         tokenizer = AutoTokenizer.from_pretrained(folder)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Optional
 
+from ..errors import AimError
 from .record import Record
 
-BUILTIN = ("easy-vqa:train", "easy-vqa:test", "fashion-mnist:train", "fashion-mnist:test")
+BUILTIN = ("easy-vqa:train", "easy-vqa:test", "fashion-mnist:train", "fashion-mnist:test",
+           "fashion-mnist-binding-2way:test", "fashion-mnist-binding-5way:test")
 
 
 def load_records(spec: str, limit: Optional[int] = None) -> list[Record]:
@@ -19,6 +21,15 @@ def load_records(spec: str, limit: Optional[int] = None) -> list[Record]:
         from .easy_vqa import load_easy_vqa
 
         return load_easy_vqa(split, limit)
+    if name.startswith("fashion-mnist-binding-") and name.endswith("way"):
+        from .binding import binding_records
+
+        ways = name[len("fashion-mnist-binding-"):-len("way")]
+        if not ways.isdigit():
+            raise AimError(f"unknown dataset {spec!r}: write fashion-mnist-binding-<N>way:<split>, e.g. "
+                           "fashion-mnist-binding-2way:test")
+        # train-split episodes draw from the training word pool; any other split from the held-out one
+        return binding_records(split, int(ways), n=limit or 200, words="train" if split == "train" else "test")
     if name == "fashion-mnist":
         from .fashion_mnist import load_fashion_mnist
 

@@ -59,9 +59,11 @@ def plot_loss(log_path: str, png_path: str, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(steps, loss, alpha=0.3, label="loss")
     ax.plot(steps[window - 1:], smooth, label=f"mean of {window}")
-    evals = [r for r in read_log(log_path) if "val_loss" in r]
-    if evals:
-        ax.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-", label="held-out loss")
+    rows = read_log(log_path)
+    for key in sorted({k for r in rows for k in r if k.startswith("val_loss")}):
+        evals = [r for r in rows if key in r]
+        label = "held-out loss" + (f" ({key[len('val_loss_'):]})" if key != "val_loss" else "")
+        ax.plot([r["step"] for r in evals], [r[key] for r in evals], "o-", label=label)
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy")
     ax.set_title(title)
