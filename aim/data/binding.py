@@ -30,15 +30,20 @@ WAYS = (2, 5)
 def made_up_words(pool: str = "test") -> list[str]:
     """The word pool of ``train`` or ``test``: consonant-vowel words of two or three syllables, the
     two pools disjoint (fixed seed, the same on every machine)."""
+    return list(_word_pool(pool))
+
+
+@functools.lru_cache(maxsize=2)
+def _word_pool(pool: str) -> tuple:
     syllables = [c + v for c in CONSONANTS for v in VOWELS]
     words = ["".join(p) for p in itertools.product(syllables, repeat=2)]
     words += ["".join(p) for p in itertools.product(syllables, repeat=3)]
     order = np.random.default_rng(20261122).permutation(len(words))
     picked = [words[i] for i in order[: TEST_WORDS + TRAIN_WORDS]]
     if pool == "test":
-        return picked[:TEST_WORDS]
+        return tuple(picked[:TEST_WORDS])
     if pool == "train":
-        return picked[TEST_WORDS:]
+        return tuple(picked[TEST_WORDS:])
     raise AimError(f"word pool {pool!r}: use train or test")
 
 

@@ -79,7 +79,7 @@ class EpisodePool:
             demos = [self.qa[i] for i in picks[:-1]]
             image, question, answer = self.qa[picks[-1]]
             return Example("vqa", demos, image, question, answer)
-        ways = int(rng.integers(2, 6))
+        ways = int(rng.integers(2, min(5, max_shots) + 1))  # 2-5 classes, never more than the shots
         shots = int(rng.integers(ways, max_shots + 1))
         classes = rng.choice(len(self.by_class), size=ways, replace=False)
         words = [str(w) for w in rng.choice(self.words, size=ways, replace=False)]

@@ -1,0 +1,88 @@
+"""Fuser training on a frozen backbone: every objective runs and moves only the fuser; a residual
+fuser starts as the text-only demonstration; resuming gives the weights of an uninterrupted run;
+any record dataset serves as training sequences."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import aim
+from aim.errors import AimError
+from aim.fusion import Fuser
+from aim.training import fuser as training
+
+
+@pytest.fixture(scope="module")
+def backbone(tiny_hf_folders, single_thread_torch):
+    return aim.load_backbone(tiny_hf_folders("llava"))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pool")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+        rows.append({"question_id": i, "image": f"{i}.png", "question": "what colour?", "answers": [["red", "blue"][i % 2]]})
+    path = folder / "pool.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def config(out, dataset, **kw):
+    base = dict(out=str(out), data=dataset, steps=3, batch_size=2, grad_accum=2, max_shots=3, layer=-1,
+                val_examples=2, eval_every=3, save_every=2, log_every=1, warmup=1, lr=1e-2)
+    base.update(kw)
+    return training.FuserTrainConfig(**base)
+
+
+@pytest.mark.parametrize("objective", ["lm", "distill", "both"])
+def test_objectives_train_only_the_fuser(backbone, dataset, tmp_path, objective):
+    before = {n: p.clone() for n, p in backbone.decoder.named_parameters()}
+    out = training.train_fuser(backbone, config(tmp_path, dataset, objective=objective))
+    fuser = Fuser.from_pretrained(out, backbone=backbone)
+    assert fuser.config.training["objective"] == objective and fuser.config.residual
+    assert fuser.proj.weight.abs().sum() > 0  # moved off its zero start
+    assert all(torch.equal(p, before[n]) for n, p in backbone.decoder.named_parameters())
+    log = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
+    assert log[0]["step"] == 0 and "val_loss" in log[0] and "val_loss" in log[-1]
+    assert os.path.isfile(os.path.join(out, "loss.png"))
+
+
+def test_untrained_residual_fuser_is_the_text_demo(backbone):
+    cfg = training.FuserTrainConfig(layer=-1)
+    fuser = training.new_fuser(backbone, cfg)
+    demo = aim.Demo(Image.new("RGB", (28, 28), "red"), "what colour?", "red")
+    fused = fuser.fuse_demos(backbone, [demo])[0]
+    assert torch.equal(fused, backbone.embed_tokens(backbone.demo_token_ids(demo)))
+    norm = training.mean_embedding_norm(backbone)
+    assert fuser.config.target_norm == pytest.approx(norm)
+
+
+def test_resume_gives_the_same_fuser(backbone, dataset, tmp_path, monkeypatch):
+    straight = Fuser.from_pretrained(training.train_fuser(backbone, config(tmp_path / "a", dataset)))
+    original = training.save_state
+
+    def killed_after_step_2(path, **state):
+        original(path, **state)
+        if state["step"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "save_state", killed_after_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        training.train_fuser(backbone, config(tmp_path / "b", dataset))
+    monkeypatch.setattr(training, "save_state", original)
+    resumed = Fuser.from_pretrained(training.train_fuser(backbone, config(tmp_path / "b", dataset)))
+    for key, value in straight.state_dict().items():
+        assert torch.allclose(value, resumed.state_dict()[key], atol=1e-6), key
+
+
+def test_bad_settings_are_clear(dataset, tmp_path):
+    with pytest.raises(AimError, match="objective"):
+        training.FuserTrainConfig(objective="mse")
+    with pytest.raises(AimError, match="fewer than max_shots"):
+        training.SequenceSource(config(tmp_path, dataset, max_shots=20))
