@@ -120,13 +120,13 @@ def compress_demos_cmd(fuser, dataset, out, limit, batch_size, shard_size, keys,
 
 
 def _parsed(parser: str, *args):
-    """A click callback that parses a comma-separated value with ``aim.eval.runner.<parser>``
+    """A click callback that parses a comma-separated value with ``aim.eval.config.<parser>``
     (imported when the option is parsed, so ``--help`` stays fast)."""
     def callback(ctx, param, value):
-        from .eval import runner
+        from .eval import config
 
         try:
-            return getattr(runner, parser)(value, *args)
+            return getattr(config, parser)(value, *args)
         except AimError as err:
             raise click.BadParameter(str(err)) from None
     return callback
@@ -173,7 +173,8 @@ def icl_eval_cmd(fuser, dataset, pool, pool_limit, bank, methods, shots, select,
     command again after an interrupt."""
     from .compress import load_fuser
     from .data.spec import load_records
-    from .eval.runner import IclEvalConfig, icl_eval
+    from .eval.config import IclEvalConfig
+    from .eval.runner import icl_eval
 
     config = IclEvalConfig(dataset=dataset, methods=methods, shots=shots, select=select, seeds=seeds, limit=limit,
                            pool=pool, pool_limit=pool_limit, batch_size=batch_size, max_new_tokens=max_new_tokens,
@@ -278,7 +279,8 @@ def train_backbone_cmd(**opts) -> None:
 @_backbone_options
 @click.option("--out", default="runs/fuser", show_default=True, help="Run folder: fuser checkpoint, log, loss curve.")
 @click.option("--data", default="pocket-episodes", show_default=True,
-              help="Training sequences: pocket-episodes (training-split episodes of the pocket backbone), or any "
+              help="Training sequences: pocket-episodes (training-split episodes of the pocket backbone), interleaved "
+                   "documents (a .jsonl of OBELICS-style {images, texts} rows, or documents:FOLDER|PARQUET), or any "
                    "dataset spec / file / folder, whose records are grouped at random into sequences.")
 @click.option("--limit", type=int, default=None, help="Read only the first N records of --data.")
 @click.option("--steps", default=150, show_default=True, help="Length of the run (and of its learning-rate schedule).")

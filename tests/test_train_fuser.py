@@ -86,3 +86,38 @@ def test_bad_settings_are_clear(dataset, tmp_path):
         training.FuserTrainConfig(objective="mse")
     with pytest.raises(AimError, match="fewer than max_shots"):
         training.SequenceSource(config(tmp_path, dataset, max_shots=20))
+
+
+def write_documents(folder, rows):
+    path = folder / "docs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_interleaved_documents_train_a_fuser(backbone, tmp_path):
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).save(tmp_path / f"im{i}.png")
+    docs = [{"images": ["im0.png", None, None, "im1.png", None], "texts": [None, "A red box.", "More text.", None,
+                                                                           "A cat."]},
+            {"images": [None, "im2.png", None, "im3.png", None], "texts": ["Intro.", None, "Sea.", None, "Sky."]},
+            {"images": ["im0.png", None], "texts": [None, "One pair only: dropped."]}]
+    path = write_documents(tmp_path, docs)
+    from aim.data.documents import load_documents
+
+    loaded = load_documents(path)
+    assert [[t for _, t in d] for d in loaded] == [["A red box.", "A cat."], ["Sea.", "Sky."]]
+    assert loaded[0][0][0] == str(tmp_path / "im0.png")
+    source = training.SequenceSource(config(tmp_path, path))
+    seq = source.sample(np.random.default_rng(0))
+    assert len(seq.demos) == 1 and seq.target in ("A cat.", "Sky.") and seq.question == training.DOCUMENT_QUESTION
+    out = training.train_fuser(backbone, config(tmp_path / "run", path, steps=2, eval_every=2))
+    assert "interleaved documents" in Fuser.from_pretrained(out).config.training["data"]
+
+
+def test_documents_with_misaligned_lists_are_an_error(tmp_path):
+    from aim.data.documents import load_documents
+
+    path = write_documents(tmp_path, [{"images": ["a.png", None], "texts": [None]}])
+    with pytest.raises(AimError, match=r"docs.jsonl, document 0: .*aligned 'images' and 'texts'"):
+        load_documents(path)

@@ -9,8 +9,9 @@ through the frozen LLM. Objectives:
   teacher) to the fused prompt, on the next-token distributions at the answer positions (as SelfCP
   and LIVE do);
 - ``both``: their sum.
-Sequences come from :class:`SequenceSource`: the pocket backbone's training episodes, or any record
-dataset (``load_records`` spec) grouped at random into sequences. The loop is that of
+Sequences come from :class:`SequenceSource`: the pocket backbone's training episodes, interleaved
+image-text documents (:mod:`aim.data.documents`, OBELICS layout), or any record dataset
+(``load_records`` spec) grouped at random into sequences. The loop is that of
 :mod:`aim.training.backbone`: accelerate, seeded per-step batches, resumable checkpoints.
 """
 from __future__ import annotations
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 OBJECTIVES = ("lm", "distill", "both")
 POCKET_EPISODES = "pocket-episodes"
+DOCUMENT_QUESTION = "Describe the image."  # interleaved documents: each image's following text is its answer
 
 
 @dataclass
@@ -89,15 +91,18 @@ class SequenceSource:
 
     def __init__(self, cfg: FuserTrainConfig):
         self.cfg = cfg
+        self.pool = self.records = self.documents = None
+        from ..data.documents import is_documents, load_documents
+
         if cfg.data == POCKET_EPISODES:
             from .episodes import EpisodePool
 
             self.pool = EpisodePool(seed=cfg.seed)
-            self.records = None
+        elif cfg.data.startswith("documents:") or is_documents(cfg.data):
+            self.documents = load_documents(cfg.data.removeprefix("documents:"), cfg.limit)
         else:
             from ..data.spec import load_records
 
-            self.pool = None
             self.records = load_records(cfg.data, cfg.limit)
             if len(self.records) < cfg.max_shots + 1:
                 raise AimError(f"{cfg.data}: {len(self.records)} records, fewer than max_shots + 1 = "
@@ -110,6 +115,13 @@ class SequenceSource:
             return TrainSequence([Demo(img[i], q, a) for i, q, a in ex.demos], img[ex.image], ex.question, ex.target)
         from ..images import load_image
 
+        if self.documents is not None:  # a window of consecutive pairs; the last one is the query
+            doc = self.documents[int(rng.integers(len(self.documents)))]
+            size = min(len(doc), int(rng.integers(2, self.cfg.max_shots + 2)))
+            first = int(rng.integers(len(doc) - size + 1))
+            pairs = [(load_image(img), text) for img, text in doc[first:first + size]]
+            demos = [Demo(img, DOCUMENT_QUESTION, text) for img, text in pairs[:-1]]
+            return TrainSequence(demos, pairs[-1][0], DOCUMENT_QUESTION, pairs[-1][1])
         picks = rng.choice(len(self.records), size=int(rng.integers(1, self.cfg.max_shots + 1)) + 1, replace=False)
         recs = [self.records[i] for i in picks]
         demos = [Demo(load_image(r.image), r.question, r.answer) for r in recs[:-1]]
@@ -259,9 +271,12 @@ def train_fuser(backbone: Backbone, cfg: FuserTrainConfig) -> str:
                            elapsed=time.perf_counter() - start_time)
     bar.close()
     if accelerator.is_main_process:
+        from_documents = source.documents is not None
         data = ("pocket episodes: Fashion-MNIST train label binding with made-up words of the training pool "
                 f"({1 - cfg.vqa_fraction:.0%}) and easy-VQA train question runs ({cfg.vqa_fraction:.0%}), "
                 f"1-{cfg.max_shots} demonstrations" if cfg.data == POCKET_EPISODES
+                else f"{cfg.data}: runs of up to {cfg.max_shots + 1} consecutive image-text pairs of interleaved "
+                     "documents" if from_documents
                 else f"{cfg.data}: random sequences of 1-{cfg.max_shots} demonstrations and a query")
         fuser.config.training = {"objective": cfg.objective, "data": data, "config": dataclasses.asdict(cfg),
                                  "steps_done": step,
