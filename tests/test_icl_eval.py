@@ -20,7 +20,8 @@ import aim.data
 from aim.cli import cli
 from aim.compress import load_fuser
 from aim.data.record import Record
-from aim.eval.runner import IclEval, IclEvalConfig, choose_metric, icl_eval
+from aim.eval.config import IclEvalConfig, choose_metric
+from aim.eval.runner import IclEval, icl_eval
 
 WORDS = ["red", "blue", "green", "circle", "square", "yes", "no", "two"]
 TIMING = ("latency_s", "retrieval_s", "peak_memory_bytes")
@@ -236,7 +237,8 @@ def episode_records(records):
 
 def test_episode_records_bring_their_own_demonstrations(llava, records, tmp_path, monkeypatch):
     fake = types.ModuleType("aim.data.binding")
-    fake.episode_demos = lambda record, k: record.extra["episode"]["demos"][:k]
+    # the seed picks which demonstrations, as aim.data.binding does
+    fake.episode_demos = lambda record, k, seed=0: record.extra["episode"]["demos"][seed:seed + k]
     monkeypatch.setitem(sys.modules, "aim.data.binding", fake)
     monkeypatch.setattr(aim.data, "binding", fake, raising=False)
     episodes = episode_records(records)
@@ -244,16 +246,30 @@ def test_episode_records_bring_their_own_demonstrations(llava, records, tmp_path
     doc = icl_eval(llava, episodes, IclEvalConfig(dataset="episodes", shots=(0, 2), seeds=(0, 1), batch_size=3,
                                                   max_new_tokens=3),
                    str(tmp_path), fuser=load_fuser("identity", llava), progress=False)
-    assert doc["metric"] == "exact_match" and doc["bank"] is None and doc["seeds_run"] == [0]
+    assert doc["metric"] == "exact_match" and doc["bank"] is None and doc["seeds_run"] == [0, 1]
     samples = samples_of(doc)
     zero = {s["id"]: s["prompt_tokens"] for s in samples if s["method"] == "zero"}
     for s in samples:
         if s["shots"]:
-            assert s["demo_ids"] == [f"{s['id']}-d0", f"{s['id']}-d1"]
+            assert s["demo_ids"] == [f"{s['id']}-d{s['seed']}", f"{s['id']}-d{s['seed'] + 1}"]
     for s in (s for s in samples if s["method"] == "fused"):
-        demos = [d for d in episode_records(records) if d.id == s["id"]][0].extra["episode"]["demos"][:2]
-        own = sum(len(llava.demo_token_ids(aim.Demo(None, d.question, d.answer))) for d in demos)
-        assert s["prompt_tokens"] == zero[s["id"]] + own
+        own = [d for d in episode_records(records) if d.id == s["id"]][0].extra["episode"]["demos"]
+        demos = own[s["seed"]:s["seed"] + 2]
+        tokens = sum(len(llava.demo_token_ids(aim.Demo(None, d.question, d.answer))) for d in demos)
+        assert s["prompt_tokens"] == zero[s["id"]] + tokens
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="no Fashion-MNIST")
+def test_label_binding_episodes(llava, tmp_path):
+    from aim.data.binding import binding_records
+
+    episodes = binding_records("test", ways=2, n=3, max_shots=2)
+    doc = icl_eval(llava, episodes, IclEvalConfig(dataset="binding", methods=("zero", "fused"), shots=(0, 2),
+                                                  seeds=(0, 1), batch_size=3, max_new_tokens=3),
+                   str(tmp_path), fuser=load_fuser("identity", llava), progress=False)
+    assert doc["metric"] == "exact_match" and doc["results"]["binding"]["fused"]["2"]["n"] == 3
+    fused = [s for s in samples_of(doc) if s["method"] == "fused"]
+    assert len(fused) == 6 and all(len(s["demo_ids"]) == 2 for s in fused)
 
 
 def test_metric_choice():

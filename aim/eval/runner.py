@@ -12,9 +12,9 @@ started again skips what is done and ends with the same samples and figures.
 - Demonstrations come from a ``DemoBank`` through ``FewShot.select`` (the selection of the Python
   API); a query never sees itself when the pool is the dataset. Records that carry an
   ``extra["episode"]`` (label-binding episodes) bring their own demonstrations
-  (``aim.data.binding.episode_demos``); ``fused`` fuses those on the fly.
-- Seeds only change random selection: with similarity selection (or episodes only) the first seed
-  is run and the others would repeat it.
+  (``aim.data.binding.episode_demos(record, k, seed)``); ``fused`` fuses those on the fly.
+- Seeds change random selection and episodes' draws: with similarity selection (and no episodes)
+  the first seed is run and the others would repeat it.
 - A prompt longer than the backbone's context (or a raw prompt for a backbone that takes no
   images) makes its (method, shots) *skipped*, with the reason, in samples and results.
 """
@@ -32,83 +32,20 @@ from typing import Callable, Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ..api import SELECT, SELECT_KEYS, FewShot
+from ..api import SELECT_KEYS, FewShot
 from ..backbones.base import Backbone, Demo
 from ..compress import fuser_fingerprint
 from ..data.record import Record
 from ..errors import AimError
 from ..fusion import Fuser
 from ..images import load_image
-from ..prompting import METHODS, assemble
+from ..prompting import assemble
+from .config import IclEvalConfig, choose_metric, is_episode
 from .memory import PeakMemory
 from .metrics import exact_match, vqa_accuracy
 from .run_folder import RunFolder, sample_key
 
 logger = logging.getLogger(__name__)
-
-METRICS = ("auto", "vqa_accuracy", "exact_match")
-
-
-@dataclass
-class IclEvalConfig:
-    """What an evaluation runs. ``dataset`` and ``pool`` are the specs the records came from
-    (recorded, and compared when a run is resumed)."""
-
-    dataset: str
-    methods: tuple = METHODS
-    shots: tuple = (0, 4, 8, 16)
-    select: str = "random"
-    seeds: tuple = (0, 1, 2)
-    limit: Optional[int] = None
-    pool: Optional[str] = None
-    pool_limit: Optional[int] = None
-    batch_size: int = 8
-    max_new_tokens: int = 10
-    metric: str = "auto"
-
-    def __post_init__(self):
-        self.methods = tuple(self.methods)
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods:
-            raise AimError(f"unknown method(s) {', '.join(map(repr, unknown)) or '(none given)'}: "
-                           f"use some of {', '.join(METHODS)}")
-        if len(set(self.methods)) != len(self.methods):
-            raise AimError(f"methods repeat: {', '.join(self.methods)}")
-        if not self.shots or any(int(k) < 0 for k in self.shots):
-            raise AimError(f"shots must be counts >= 0; got {list(self.shots)}")
-        self.shots = tuple(sorted(set(int(k) for k in self.shots)))
-        if not self.seeds:
-            raise AimError("give at least one seed")
-        self.seeds = tuple(dict.fromkeys(int(s) for s in self.seeds))
-        if self.select not in SELECT:
-            raise AimError(f"unknown selection {self.select!r}: use one of {', '.join(SELECT)}")
-        if self.metric not in METRICS:
-            raise AimError(f"unknown metric {self.metric!r}: use one of {', '.join(METRICS)}")
-        if self.batch_size <= 0 or self.max_new_tokens <= 0:
-            raise AimError(f"batch size and max new tokens must be positive; got {self.batch_size}, "
-                           f"{self.max_new_tokens}")
-
-
-def parse_methods(text: str) -> tuple:
-    """``"zero,raw"`` -> ("zero", "raw"), or an AimError naming the unknown ones."""
-    methods = tuple(m.strip() for m in text.split(",") if m.strip())
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise AimError(f"unknown method(s) {', '.join(map(repr, unknown)) or '(none given)'}: use a comma-separated "
-                       f"list of {', '.join(METHODS)}")
-    return methods
-
-
-def parse_ints(text: str, what: str) -> tuple:
-    """``"0,4,8"`` -> (0, 4, 8), or an AimError naming ``what``."""
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise AimError(f"{what} must be comma-separated integers, e.g. 0,4,8; got {text!r}") from None
-    if not values:
-        raise AimError(f"{what}: give at least one integer")
-    return values
-
 
 @dataclass(frozen=True)
 class Cell:
@@ -131,35 +68,14 @@ class Plan:
     static_skips: dict = field(default_factory=dict)  # method -> reason, known before running
 
 
-def is_episode(record: Record) -> bool:
-    return bool(record.extra.get("episode"))
-
-
-def choose_metric(records: Sequence[Record], metric: str = "auto") -> str:
-    """``auto``: a record's ``extra["metric"]`` when every record names the same one; exact match
-    for classification records (a label-binding episode or an ``extra["label"]``); else the
-    official VQA accuracy."""
-    if metric != "auto":
-        return metric
-    named = {r.extra.get("metric") for r in records}
-    if len(named) == 1 and None not in named:
-        (name,) = named
-        if name not in METRICS[1:]:
-            raise AimError(f"records name metric {name!r}: use {' or '.join(METRICS[1:])}")
-        return name
-    if records and all(is_episode(r) or "label" in r.extra for r in records):
-        return "exact_match"
-    return "vqa_accuracy"
-
-
-def episode_demos(record: Record, shots: int) -> list[Record]:
+def episode_demos(record: Record, shots: int, seed: int) -> list[Record]:
     """The demonstrations an episode record brings (``aim.data.binding``), in prompt order."""
     try:
         from ..data import binding
     except ImportError as err:
         raise AimError(f"record {record.id} is a label-binding episode, but aim.data.binding cannot be "
                        f"imported ({err})") from err
-    demos = binding.episode_demos(record, shots)
+    demos = binding.episode_demos(record, shots, seed=seed)
     if len(demos) != shots:
         raise AimError(f"episode record {record.id} gave {len(demos)} demonstrations for {shots} shots")
     return demos
@@ -253,8 +169,9 @@ class IclEval:
     # ------------------------------------------------------------------ planning
     def plan(self) -> Plan:
         c = self.config
-        random_draws = c.select == "random" and any(not is_episode(r) for r in self.records)
-        seeds = c.seeds if random_draws else c.seeds[:1]
+        # similarity selection is deterministic; random selection and episodes draw by seed
+        draws = c.select == "random" or any(is_episode(r) for r in self.records)
+        seeds = c.seeds if draws else c.seeds[:1]
         plan = Plan(c.dataset, c.methods, c.shots, seeds, c.seeds[0], self.metric)
         if "zero" in c.methods or 0 in c.shots:
             plan.cells.append(Cell("zero", 0, c.seeds[0]))
@@ -392,7 +309,7 @@ class IclEval:
                     demos[i] = [self.fewshot.demo(d, with_image=raw) for d in row]
         episodes = [i for i in range(n) if i not in set(from_bank)]
         for i in episodes:
-            own = episode_demos(chunk[i][1], cell.shots)
+            own = episode_demos(chunk[i][1], cell.shots, cell.seed)
             ids[i] = [str(d.id) for d in own]
             demos[i] = [Demo(load_image(d.image) if raw or fused_method else None, d.question, d.answer)
                         for d in own]

@@ -1,0 +1,95 @@
+"""What an ``aim icl-eval`` run is asked to do: ``IclEvalConfig``, the parsing of its
+comma-separated options, and the choice of metric for a dataset's records."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from ..api import SELECT
+from ..data.record import Record
+from ..errors import AimError
+from ..prompting import METHODS
+
+METRICS = ("auto", "vqa_accuracy", "exact_match")
+
+
+@dataclass
+class IclEvalConfig:
+    """What an evaluation runs. ``dataset`` and ``pool`` are the specs the records came from
+    (recorded, and compared when a run is resumed)."""
+
+    dataset: str
+    methods: tuple = METHODS
+    shots: tuple = (0, 4, 8, 16)
+    select: str = "random"
+    seeds: tuple = (0, 1, 2)
+    limit: Optional[int] = None
+    pool: Optional[str] = None
+    pool_limit: Optional[int] = None
+    batch_size: int = 8
+    max_new_tokens: int = 10
+    metric: str = "auto"
+
+    def __post_init__(self):
+        self.methods = tuple(self.methods)
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise AimError(f"unknown method(s) {', '.join(map(repr, unknown)) or '(none given)'}: "
+                           f"use some of {', '.join(METHODS)}")
+        if len(set(self.methods)) != len(self.methods):
+            raise AimError(f"methods repeat: {', '.join(self.methods)}")
+        if not self.shots or any(int(k) < 0 for k in self.shots):
+            raise AimError(f"shots must be counts >= 0; got {list(self.shots)}")
+        self.shots = tuple(sorted(set(int(k) for k in self.shots)))
+        if not self.seeds:
+            raise AimError("give at least one seed")
+        self.seeds = tuple(dict.fromkeys(int(s) for s in self.seeds))
+        if self.select not in SELECT:
+            raise AimError(f"unknown selection {self.select!r}: use one of {', '.join(SELECT)}")
+        if self.metric not in METRICS:
+            raise AimError(f"unknown metric {self.metric!r}: use one of {', '.join(METRICS)}")
+        if self.batch_size <= 0 or self.max_new_tokens <= 0:
+            raise AimError(f"batch size and max new tokens must be positive; got {self.batch_size}, "
+                           f"{self.max_new_tokens}")
+
+
+def parse_methods(text: str) -> tuple:
+    """``"zero,raw"`` -> ("zero", "raw"), or an AimError naming the unknown ones."""
+    methods = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise AimError(f"unknown method(s) {', '.join(map(repr, unknown)) or '(none given)'}: use a comma-separated "
+                       f"list of {', '.join(METHODS)}")
+    return methods
+
+
+def parse_ints(text: str, what: str) -> tuple:
+    """``"0,4,8"`` -> (0, 4, 8), or an AimError naming ``what``."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise AimError(f"{what} must be comma-separated integers, e.g. 0,4,8; got {text!r}") from None
+    if not values:
+        raise AimError(f"{what}: give at least one integer")
+    return values
+
+
+def is_episode(record: Record) -> bool:
+    return bool(record.extra.get("episode"))
+
+
+def choose_metric(records: Sequence[Record], metric: str = "auto") -> str:
+    """``auto``: a record's ``extra["metric"]`` when every record names the same one; exact match
+    for classification records (a label-binding episode or an ``extra["label"]``); else the
+    official VQA accuracy."""
+    if metric != "auto":
+        return metric
+    named = {r.extra.get("metric") for r in records}
+    if len(named) == 1 and None not in named:
+        (name,) = named
+        if name not in METRICS[1:]:
+            raise AimError(f"records name metric {name!r}: use {' or '.join(METRICS[1:])}")
+        return name
+    if records and all(is_episode(r) or "label" in r.extra for r in records):
+        return "exact_match"
+    return "vqa_accuracy"
