@@ -142,6 +142,9 @@ def train_backbone(cfg: BackboneTrainConfig) -> str:
     if cfg.batch_size % cfg.grad_accum:
         raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of grad_accum {cfg.grad_accum}")
     os.makedirs(cfg.out, exist_ok=True)
+    if accelerator.is_main_process:
+        with open(os.path.join(cfg.out, "train_config.json"), "w") as f:
+            json.dump(dataclasses.asdict(cfg), f, indent=2, sort_keys=True)
     pool = EpisodePool(cfg.fashion_per_class, cfg.easy_vqa_images, cfg.seed)
     key = f"stage2-s{cfg.seed}-f{cfg.fashion_per_class}-e{cfg.easy_vqa_images}-128px"
     features = vision_features(pool.images, 128, key)
@@ -252,3 +255,21 @@ def train_backbone(cfg: BackboneTrainConfig) -> str:
         save_pocket_checkpoint(cfg.out, inner.connector, peft_model, training)
         plot_loss(log_path, os.path.join(cfg.out, "loss.png"), "pocket backbone stage 2: answer loss")
     return cfg.out
+
+
+def export_state(run: str, out: str) -> str:
+    """Write the pocket checkpoint of a stage-2 run's last resume point (``run/state.pt``) to
+    ``out``: a run still going can be evaluated, or one stopped early shipped."""
+    from peft import set_peft_model_state_dict
+
+    state = torch.load(os.path.join(run, "state.pt"), weights_only=False)
+    cfg_path = os.path.join(run, "train_config.json")
+    cfg = BackboneTrainConfig(**json.load(open(cfg_path))) if os.path.isfile(cfg_path) else BackboneTrainConfig()
+    backbone = PocketBackbone.from_pretrained(cfg.init)
+    peft_model = add_lora(backbone, cfg)
+    backbone.connector.load_state_dict(state["connector"])
+    set_peft_model_state_dict(peft_model, state["lora"])
+    save_pocket_checkpoint(out, backbone.connector, peft_model,
+                           {"exported_from": os.path.abspath(run), "steps_done": state["step"],
+                            "config": dataclasses.asdict(cfg)})
+    return out
