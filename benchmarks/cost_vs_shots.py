@@ -51,6 +51,7 @@ import logging
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -338,6 +339,8 @@ def measure(args) -> dict:
             row["memory"] = mem
             logger.info("memory %s k=%d: %s", row["method"], row["shots"], mem)
     load["end"] = os.getloadavg()
+    if not args.bank_dir:
+        shutil.rmtree(bank_dir, ignore_errors=True)  # a temporary folder of this run
 
     zero = rows[0]
     raw = {r["shots"]: r for r in rows if r["method"] == "raw"}
