@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import time
 from typing import Optional, Sequence
 
@@ -102,11 +103,23 @@ def compress_demos(backbone: Backbone, fuser: Fuser, records: Sequence[Record], 
     }
 
 
+def shipped_fuser(backbone: Backbone) -> Optional[str]:
+    """The fuser folder that ships for this backbone (the pocket backbone's), or None."""
+    from .backbones.pocket import DEFAULT_FUSER
+
+    if backbone.model_id == "pocket" and os.path.isfile(os.path.join(DEFAULT_FUSER, "fusion_config.json")):
+        return DEFAULT_FUSER
+    return None
+
+
 def load_fuser(spec: Optional[str], backbone: Backbone, layer: Optional[int] = None) -> Fuser:
-    """``identity`` (no fusion: the demonstrations' own text embeddings) or a fuser folder."""
+    """``identity`` (no fusion: the demonstrations' own text embeddings), a fuser folder, or None:
+    the fuser that ships for the backbone (the pocket backbone's)."""
     if spec is None:
-        raise AimError("no fuser given and none ships yet: pass --fuser PATH (a folder from `aim train fuser`) "
-                       "or --fuser identity (text embeddings, no fusion)")
+        spec = shipped_fuser(backbone)
+        if spec is None:
+            raise AimError(f"no fuser given and none ships for backbone {backbone.model_id}: pass --fuser PATH (a "
+                           "folder from `aim train fuser`) or --fuser identity (text embeddings, no fusion)")
     if spec == "identity":
         fuser = Fuser.for_backbone(backbone, kind="identity", **({"layer": layer} if layer is not None else {}))
         return fuser.to(backbone.device)

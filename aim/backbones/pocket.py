@@ -24,7 +24,12 @@ from .hf import quantization_config
 logger = logging.getLogger(__name__)
 
 CHECKPOINTS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "checkpoints")
-DEFAULT_CONNECTOR = os.path.join(CHECKPOINTS, "pocket-connector")
+STAGE1_CONNECTOR = os.path.join(CHECKPOINTS, "pocket-connector")  # `aim train connector`
+DEFAULT_CHECKPOINT = os.path.join(CHECKPOINTS, "pocket-icl")  # `aim train backbone`: connector + LoRA
+DEFAULT_FUSER = os.path.join(CHECKPOINTS, "pocket-fuser")  # `aim train fuser` on the default checkpoint
+if not os.path.isfile(os.path.join(DEFAULT_CHECKPOINT, "connector.safetensors")):
+    DEFAULT_CHECKPOINT = STAGE1_CONNECTOR
+DEFAULT_CONNECTOR = DEFAULT_CHECKPOINT
 
 
 def file_digest(path: str, size: int = 12) -> str:

@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..backbones.base import Demo, Virtual
-from ..backbones.pocket import DEFAULT_CONNECTOR, PocketBackbone
+from ..backbones.pocket import STAGE1_CONNECTOR, PocketBackbone
 from ..pocket.connector import Connector
 from .connector import vision_features
 from .episodes import EpisodePool, Example
@@ -44,7 +44,7 @@ KINDS = ("binding", "vqa", "caption")
 @dataclass
 class BackboneTrainConfig:
     out: str = "runs/pocket-icl"
-    init: str = DEFAULT_CONNECTOR  # the stage-1 connector to start from
+    init: str = STAGE1_CONNECTOR  # the stage-1 connector to start from
     steps: int = 320
     stop_after: Optional[int] = None
     batch_size: int = 8  # examples per optimizer step and process (split over grad_accum micro-batches)
