@@ -30,7 +30,8 @@ setup: $(STAMP)
 
 # the main job on the embedded default (the pocket backbone, offline)
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/aim answer --dataset easy-vqa:test --limit 12
+	HF_HUB_OFFLINE=1 $(BIN)/aim icl-eval --dataset easy-vqa:test --limit 40 --pool easy-vqa:train --pool-limit 200 \
+	  --methods zero,raw,text,fused --shots 0,4,8 --seeds 0,1,2 --batch-size 16 --output runs/demo
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

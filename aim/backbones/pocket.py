@@ -1,8 +1,9 @@
 """The pocket backbone: EfficientNet-Lite0 -> trained connector -> SmolLM2-135M-Instruct.
 
-Everything comes from installed packages (see aim/pocket/assets.py) and the connector checkpoint
-that ships in ``aim/checkpoints/pocket-connector``; it runs offline on a laptop CPU. Several images
-per prompt are supported, so raw multimodal ICL is a real baseline on it.
+Everything comes from installed packages (see aim/pocket/assets.py) and the checkpoints that ship
+in ``aim/checkpoints``: ``pocket-connector`` (stage 1, captions) and ``pocket-icl`` (stage 2,
+interleaved episodes: connector + a LoRA merged into the LLM at load), the default. It runs offline
+on a laptop CPU. Several images per prompt are supported, so raw multimodal ICL is a real baseline.
 """
 from __future__ import annotations
 
@@ -27,9 +28,7 @@ CHECKPOINTS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "checkpoi
 STAGE1_CONNECTOR = os.path.join(CHECKPOINTS, "pocket-connector")  # `aim train connector`
 DEFAULT_CHECKPOINT = os.path.join(CHECKPOINTS, "pocket-icl")  # `aim train backbone`: connector + LoRA
 DEFAULT_FUSER = os.path.join(CHECKPOINTS, "pocket-fuser")  # `aim train fuser` on the default checkpoint
-if not os.path.isfile(os.path.join(DEFAULT_CHECKPOINT, "connector.safetensors")):
-    DEFAULT_CHECKPOINT = STAGE1_CONNECTOR
-DEFAULT_CONNECTOR = DEFAULT_CHECKPOINT
+DEFAULT_CONNECTOR = DEFAULT_CHECKPOINT  # the folder `pocket` loads (its connector, and LoRA if any)
 
 
 def file_digest(path: str, size: int = 12) -> str:

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ..backbones.base import Demo, Virtual
 from ..backbones.pocket import STAGE1_CONNECTOR, PocketBackbone
+from ..pocket.assets import LLM_NAME
 from ..pocket.connector import Connector
 from .connector import vision_features
 from .episodes import EpisodePool, Example
@@ -122,6 +123,8 @@ def save_pocket_checkpoint(out: str, connector: Connector, peft_model, training:
     """Connector + peft adapter (float16 on disk: half the size, and the merge is done in float32)."""
     connector.config.training = training
     connector.save_pretrained(out)
+    for config in peft_model.peft_config.values():  # a name, not this machine's cache path
+        config.base_model_name_or_path = LLM_NAME
     peft_model.save_pretrained(out)
     card = os.path.join(out, "README.md")  # peft's empty model card; the run is documented in docs/
     if os.path.isfile(card):
