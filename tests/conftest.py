@@ -54,3 +54,23 @@ def tiny_images():
     rng = np.random.default_rng(0)
     sizes = [(30, 40), (50, 30), (28, 28), (48, 64)]  # (height, width)
     return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
+
+
+@pytest.fixture
+def interrupt_after(monkeypatch):
+    """``interrupt_after(module, step)``: the training module's ``save_state`` raises
+    KeyboardInterrupt right after writing the checkpoint of ``step`` (a run killed there); returns
+    a function that puts the real ``save_state`` back."""
+
+    def arm(module, step: int):
+        original = module.save_state
+
+        def killed(path, **state):
+            original(path, **state)
+            if state["step"] == step:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(module, "save_state", killed)
+        return lambda: monkeypatch.setattr(module, "save_state", original)
+
+    return arm

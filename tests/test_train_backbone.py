@@ -30,20 +30,13 @@ def config(out):
                                         eval_every=3, save_every=2, log_every=1, warmup=1)
 
 
-def test_resume_gives_the_same_backbone(cache, monkeypatch):
+def test_resume_gives_the_same_backbone(cache, interrupt_after):
     straight = training.train_backbone(config(cache / "a"))
-    original = training.save_state
-
-    def killed_after_step_2(path, **state):
-        original(path, **state)
-        if state["step"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(training, "save_state", killed_after_step_2)
+    restore = interrupt_after(training, 2)
     with pytest.raises(KeyboardInterrupt):
         training.train_backbone(config(cache / "b"))
     assert not os.path.exists(cache / "b" / "adapter_model.safetensors")
-    monkeypatch.setattr(training, "save_state", original)
+    restore()
     resumed = training.train_backbone(config(cache / "b"))
     for name in ("connector.safetensors", "adapter_model.safetensors"):
         a, b = load_file(os.path.join(straight, name)), load_file(os.path.join(resumed, name))

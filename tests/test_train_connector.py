@@ -29,21 +29,14 @@ def config(out):
                                          log_every=1, warmup=2)
 
 
-def test_resume_gives_the_same_connector(cache, monkeypatch):
+def test_resume_gives_the_same_connector(cache, interrupt_after):
     straight = Connector.from_pretrained(training.train_connector(config(cache / "a")))
 
-    original = training.save_state
-
-    def killed_after_step_2(path, **state):
-        original(path, **state)
-        if state["step"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(training, "save_state", killed_after_step_2)
+    restore = interrupt_after(training, 2)
     with pytest.raises(KeyboardInterrupt):
         training.train_connector(config(cache / "b"))
     assert not os.path.exists(cache / "b" / "connector.safetensors")
-    monkeypatch.setattr(training, "save_state", original)
+    restore()
     resumed = Connector.from_pretrained(training.train_connector(config(cache / "b")))
     for key, value in straight.state_dict().items():
         assert torch.allclose(value, resumed.state_dict()[key], atol=1e-6), key

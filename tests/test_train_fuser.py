@@ -63,19 +63,12 @@ def test_untrained_residual_fuser_is_the_text_demo(backbone):
     assert fuser.config.target_norm == pytest.approx(norm)
 
 
-def test_resume_gives_the_same_fuser(backbone, dataset, tmp_path, monkeypatch):
+def test_resume_gives_the_same_fuser(backbone, dataset, tmp_path, interrupt_after):
     straight = Fuser.from_pretrained(training.train_fuser(backbone, config(tmp_path / "a", dataset)))
-    original = training.save_state
-
-    def killed_after_step_2(path, **state):
-        original(path, **state)
-        if state["step"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(training, "save_state", killed_after_step_2)
+    restore = interrupt_after(training, 2)
     with pytest.raises(KeyboardInterrupt):
         training.train_fuser(backbone, config(tmp_path / "b", dataset))
-    monkeypatch.setattr(training, "save_state", original)
+    restore()
     resumed = Fuser.from_pretrained(training.train_fuser(backbone, config(tmp_path / "b", dataset)))
     for key, value in straight.state_dict().items():
         assert torch.allclose(value, resumed.state_dict()[key], atol=1e-6), key

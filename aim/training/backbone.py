@@ -34,7 +34,7 @@ from ..pocket.assets import LLM_NAME
 from ..pocket.connector import Connector
 from .connector import vision_features
 from .episodes import EpisodePool, Example
-from .loop import append_log, lr_at, plot_loss, read_log, save_state, seed_everything
+from .loop import append_log, lr_at, plot_loss, resume_point, save_state, seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -167,19 +167,13 @@ def train_backbone(cfg: BackboneTrainConfig) -> str:
                 sum(p.numel() for p in model.connector.parameters()), sum(p.numel() for p in lora_params))
 
     state_path, log_path = os.path.join(cfg.out, "state.pt"), os.path.join(cfg.out, "log.jsonl")
-    step, elapsed = 0, 0.0
-    if os.path.isfile(state_path):
-        state = torch.load(state_path, weights_only=False)
+    state = resume_point(cfg.out)
+    step, elapsed = state["step"], state["elapsed"]
+    if step:
         model.connector.load_state_dict(state["connector"])
         set_peft_model_state_dict(peft_model, state["lora"])
         optim.load_state_dict(state["optim"])
-        step, elapsed = state["step"], state["elapsed"]
         logger.info("resuming %s at step %d", cfg.out, step)
-        keep = [r for r in read_log(log_path) if r["step"] <= step]
-        with open(log_path, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in keep)
-    elif os.path.isfile(log_path):
-        os.remove(log_path)
     model, optim = accelerator.prepare(model, optim)
     inner = accelerator.unwrap_model(model)
 

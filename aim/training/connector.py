@@ -28,7 +28,7 @@ from ..data import easy_vqa, fashion_mnist
 from ..pocket.assets import cache_dir
 from ..pocket.connector import Connector, ConnectorConfig
 from ..pocket.vision import VisionTower
-from .loop import append_log, lr_at, plot_loss, read_log, save_state, seed_everything
+from .loop import append_log, lr_at, plot_loss, resume_point, save_state, seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -132,18 +132,12 @@ def train_connector(cfg: ConnectorTrainConfig) -> str:
     backbone = PocketBackbone.from_pretrained(connector=connector)
     optim = torch.optim.AdamW(connector.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state_path, log_path = os.path.join(cfg.out, "state.pt"), os.path.join(cfg.out, "log.jsonl")
-    step, elapsed = 0, 0.0
-    if os.path.isfile(state_path):
-        state = torch.load(state_path, weights_only=False)
+    state = resume_point(cfg.out)
+    step, elapsed = state["step"], state["elapsed"]
+    if step:
         connector.load_state_dict(state["connector"])
         optim.load_state_dict(state["optim"])
-        step, elapsed = state["step"], state["elapsed"]
         logger.info("resuming %s at step %d", cfg.out, step)
-        keep = [r for r in read_log(log_path) if r["step"] <= step]  # rows logged after the checkpoint
-        with open(log_path, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in keep)
-    elif os.path.isfile(log_path):
-        os.remove(log_path)
 
     def validate() -> float:
         connector.eval()

@@ -17,7 +17,6 @@ image-text documents (:mod:`aim.data.documents`, OBELICS layout), or any record 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -33,7 +32,7 @@ from tqdm.auto import tqdm
 from ..backbones.base import Backbone, Demo, Virtual
 from ..errors import AimError
 from ..fusion import Fuser
-from .loop import append_log, lr_at, plot_loss, read_log, save_state, seed_everything
+from .loop import append_log, lr_at, plot_loss, resume_point, save_state, seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -206,18 +205,12 @@ def train_fuser(backbone: Backbone, cfg: FuserTrainConfig) -> str:
     model = FusionModel(backbone, fuser, cfg.objective)
     optim = torch.optim.AdamW(fuser.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state_path, log_path = os.path.join(cfg.out, "state.pt"), os.path.join(cfg.out, "log.jsonl")
-    step, elapsed = 0, 0.0
-    if os.path.isfile(state_path):
-        state = torch.load(state_path, weights_only=False)
+    state = resume_point(cfg.out)
+    step, elapsed = state["step"], state["elapsed"]
+    if step:
         fuser.load_state_dict(state["fuser"])
         optim.load_state_dict(state["optim"])
-        step, elapsed = state["step"], state["elapsed"]
         logger.info("resuming %s at step %d", cfg.out, step)
-        keep = [r for r in read_log(log_path) if r["step"] <= step]
-        with open(log_path, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in keep)
-    elif os.path.isfile(log_path):
-        os.remove(log_path)
     model, optim = accelerator.prepare(model, optim)
     val = [source.sample(np.random.default_rng([cfg.seed, 10**6, i])) for i in range(cfg.val_examples)]
 

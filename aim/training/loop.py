@@ -30,6 +30,21 @@ def save_state(path: str, **state) -> None:
     os.replace(tmp, path)
 
 
+def resume_point(out: str) -> dict:
+    """The run folder's last checkpoint (``out/state.pt``) as a dict, its log cut back to the rows
+    logged up to it; or, for a fresh run, ``{"step": 0, "elapsed": 0.0}`` and no old log."""
+    state_path, log_path = os.path.join(out, "state.pt"), os.path.join(out, "log.jsonl")
+    if not os.path.isfile(state_path):
+        if os.path.isfile(log_path):
+            os.remove(log_path)
+        return {"step": 0, "elapsed": 0.0}
+    state = torch.load(state_path, weights_only=False)
+    keep = [r for r in read_log(log_path) if r["step"] <= state["step"]]  # rows logged after it are redone
+    with open(log_path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in keep)
+    return state
+
+
 def append_log(path: str, row: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
