@@ -34,7 +34,8 @@ from ..pocket.assets import LLM_NAME
 from ..pocket.connector import Connector
 from .connector import vision_features
 from .episodes import EpisodePool, Example
-from .loop import append_log, lr_at, plot_loss, resume_point, save_state, seed_everything
+from .loop import (accumulated_step, append_log, held_out, lr_at, plot_loss, resume_point, save_state,
+                   seed_everything)
 
 logger = logging.getLogger(__name__)
 
@@ -181,24 +182,16 @@ def train_backbone(cfg: BackboneTrainConfig) -> str:
                        cfg.max_shots) for i in range(cfg.val_examples)]
 
     def validate() -> dict:
-        model.eval()
         result: dict = {}
-        with torch.no_grad():
-            losses, first = [], []
-            for i in range(0, len(val), 8):
-                _, l, f = model(features, val[i:i + 8])
-                losses += l
-                first += f
+        losses, first = held_out(model, val, lambda chunk: model(features, chunk))
         for kind in KINDS:
             idx = [i for i, ex in enumerate(val) if ex.kind == kind]
             if idx:
                 result[f"val_loss_{kind}"] = float(np.mean([losses[i] for i in idx]))
                 result[f"val_first_token_{kind}"] = float(np.mean([first[i] for i in idx]))
-        model.train()
         return result
 
     last = min(cfg.steps, cfg.stop_after or cfg.steps)
-    micro = cfg.batch_size // cfg.grad_accum
     rank, world = accelerator.process_index, accelerator.num_processes
     bar = tqdm(total=last, initial=step, desc="train backbone (stage 2)", unit="step",
                disable=not accelerator.is_main_process)
@@ -210,16 +203,8 @@ def train_backbone(cfg: BackboneTrainConfig) -> str:
                     for _ in range(cfg.batch_size * world)][rank::world]
         for group in optim.param_groups:
             group["lr"] = lr_at(step, cfg.steps, group["base_lr"], cfg.warmup)
-        total = 0.0
-        for m in range(cfg.grad_accum):
-            with accelerator.accumulate(model):
-                loss, _, _ = model(features, examples[m * micro:(m + 1) * micro])
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), 1.0)
-                optim.step()
-                optim.zero_grad()
-            total += loss.item() / cfg.grad_accum
+        total = accumulated_step(accelerator, model, optim, examples, cfg.grad_accum,
+                                 lambda micro: model(features, micro)[0])
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{total:.3f}")

@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 from ..backbones.base import Backbone, Demo, Virtual
 from ..errors import AimError
 from ..fusion import Fuser
-from .loop import append_log, lr_at, plot_loss, resume_point, save_state, seed_everything
+from .loop import (accumulated_step, append_log, held_out, lr_at, plot_loss, resume_point, save_state,
+                   seed_everything)
 
 logger = logging.getLogger(__name__)
 
@@ -215,18 +216,10 @@ def train_fuser(backbone: Backbone, cfg: FuserTrainConfig) -> str:
     val = [source.sample(np.random.default_rng([cfg.seed, 10**6, i])) for i in range(cfg.val_examples)]
 
     def validate() -> dict:
-        model.eval()
-        losses, first = [], []
-        with torch.no_grad():
-            for i in range(0, len(val), 8):
-                _, l, f = model(val[i:i + 8])
-                losses += l
-                first += f
-        model.train()
+        losses, first = held_out(model, val, model)
         return {"val_loss": float(np.mean(losses)), "val_first_token": float(np.mean(first))}
 
     last = min(cfg.steps, cfg.stop_after or cfg.steps)
-    micro = cfg.batch_size // cfg.grad_accum
     rank, world = accelerator.process_index, accelerator.num_processes
     bar = tqdm(total=last, initial=step, desc=f"train fuser ({cfg.objective})", unit="step",
                disable=not accelerator.is_main_process)
@@ -238,16 +231,7 @@ def train_fuser(backbone: Backbone, cfg: FuserTrainConfig) -> str:
         seqs = [source.sample(rng) for _ in range(cfg.batch_size * world)][rank::world]
         for group in optim.param_groups:
             group["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
-        total = 0.0
-        for m in range(cfg.grad_accum):
-            with accelerator.accumulate(model):
-                loss, _, _ = model(seqs[m * micro:(m + 1) * micro])
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), 1.0)
-                optim.step()
-                optim.zero_grad()
-            total += loss.item() / cfg.grad_accum
+        total = accumulated_step(accelerator, model, optim, seqs, cfg.grad_accum, lambda micro: model(micro)[0])
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{total:.3f}")

@@ -45,6 +45,38 @@ def resume_point(out: str) -> dict:
     return state
 
 
+def accumulated_step(accelerator, model, optim, batch: list, grad_accum: int, loss_of) -> float:
+    """One optimizer step over ``batch`` in ``grad_accum`` micro-batches (``loss_of(micro_batch)``
+    -> loss), through accelerate: gradients accumulate, are clipped to norm 1.0 and applied once.
+    Returns the step's mean loss."""
+    micro = len(batch) // grad_accum
+    total = 0.0
+    for m in range(grad_accum):
+        with accelerator.accumulate(model):
+            loss = loss_of(batch[m * micro:(m + 1) * micro])
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            optim.step()
+            optim.zero_grad()
+        total += loss.item() / grad_accum
+    return total
+
+
+def held_out(model, examples: list, outputs_of, size: int = 8) -> tuple[list, list]:
+    """Per-example losses and first-token hits over ``examples`` in chunks of ``size``, without
+    grad and in eval mode (``outputs_of(chunk)`` -> (loss, losses, first-token hits))."""
+    model.eval()
+    losses, first = [], []
+    with torch.no_grad():
+        for i in range(0, len(examples), size):
+            _, chunk_losses, chunk_first = outputs_of(examples[i:i + size])
+            losses += chunk_losses
+            first += chunk_first
+    model.train()
+    return losses, first
+
+
 def append_log(path: str, row: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
