@@ -239,14 +239,29 @@ def train_connector_cmd(**opts) -> None:
     click.echo(f"connector checkpoint: {out}")
 
 
+def _run_options(steps: int):
+    """The options every resumable training run has (the loop of aim/training/loop.py)."""
+    def add(f):
+        f = click.option("--mixed-precision", default="auto", show_default=True,
+                         type=click.Choice(["auto", "no", "bf16", "fp16"]), help="auto: bf16 on CUDA, none on CPU.")(f)
+        f = click.option("--eval-every", default=50, show_default=True, help="Held-out loss period in steps.")(f)
+        f = click.option("--save-every", default=20, show_default=True,
+                         help="Checkpoint period in steps (resume point).")(f)
+        f = click.option("--seed", default=0, show_default=True)(f)
+        f = click.option("--grad-accum", default=1, show_default=True, help="Micro-batches per optimizer step.")(f)
+        f = click.option("--batch-size", default=8, show_default=True,
+                         help="Sequences per optimizer step (per process).")(f)
+        f = click.option("--stop-after", type=int, default=None,
+                         help="End this invocation after this step with a usable checkpoint; run again to go on.")(f)
+        return click.option("--steps", default=steps, show_default=True,
+                            help="Length of the run (and of its learning-rate schedule).")(f)
+    return add
+
+
 @train.command("backbone")
+@_run_options(steps=320)
 @click.option("--out", default="runs/pocket-icl", show_default=True, help="Run folder: checkpoint, log, loss curve.")
 @click.option("--init", default=None, help="Stage-1 connector folder to start from (default: the shipped one).")
-@click.option("--steps", default=320, show_default=True, help="Length of the run (and of its learning-rate schedule).")
-@click.option("--stop-after", type=int, default=None,
-              help="End this invocation after this step with a usable checkpoint; run again to go on.")
-@click.option("--batch-size", default=8, show_default=True, help="Sequences per optimizer step (per process).")
-@click.option("--grad-accum", default=1, show_default=True, help="Micro-batches per optimizer step.")
 @click.option("--lr-connector", default=3e-4, show_default=True)
 @click.option("--lr-lora", default=2e-4, show_default=True)
 @click.option("--lora-r", default=16, show_default=True)
@@ -256,11 +271,6 @@ def train_connector_cmd(**opts) -> None:
 @click.option("--vqa-fraction", default=0.15, show_default=True, help="Share of easy-VQA question runs.")
 @click.option("--fashion-per-class", default=600, show_default=True, help="Fashion-MNIST train images per class.")
 @click.option("--easy-vqa-images", default=3000, show_default=True, help="easy-VQA train scenes.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--save-every", default=20, show_default=True, help="Checkpoint period in steps (resume point).")
-@click.option("--eval-every", default=50, show_default=True, help="Held-out loss period in steps.")
-@click.option("--mixed-precision", default="auto", show_default=True,
-              type=click.Choice(["auto", "no", "bf16", "fp16"]), help="auto: bf16 on CUDA, none on CPU.")
 def train_backbone_cmd(**opts) -> None:
     """Stage 2 of the pocket backbone: interleaved episodes (label binding with made-up words,
     easy-VQA question runs, captions; training splits only) train the connector and a LoRA, so the
@@ -277,17 +287,13 @@ def train_backbone_cmd(**opts) -> None:
 
 @train.command("fuser")
 @_backbone_options
+@_run_options(steps=150)
 @click.option("--out", default="runs/fuser", show_default=True, help="Run folder: fuser checkpoint, log, loss curve.")
 @click.option("--data", default="pocket-episodes", show_default=True,
               help="Training sequences: pocket-episodes (training-split episodes of the pocket backbone), interleaved "
                    "documents (a .jsonl of OBELICS-style {images, texts} rows, or documents:FOLDER|PARQUET), or any "
                    "dataset spec / file / folder, whose records are grouped at random into sequences.")
 @click.option("--limit", type=int, default=None, help="Read only the first N records of --data.")
-@click.option("--steps", default=150, show_default=True, help="Length of the run (and of its learning-rate schedule).")
-@click.option("--stop-after", type=int, default=None,
-              help="End this invocation after this step with a usable checkpoint; run again to go on.")
-@click.option("--batch-size", default=8, show_default=True, help="Sequences per optimizer step (per process).")
-@click.option("--grad-accum", default=1, show_default=True, help="Micro-batches per optimizer step.")
 @click.option("--lr", default=1e-3, show_default=True)
 @click.option("--objective", default="lm", show_default=True, type=click.Choice(["lm", "distill", "both"]),
               help="lm: answer cross-entropy; distill: KL from the raw multimodal prompt; both: the sum.")
@@ -299,11 +305,6 @@ def train_backbone_cmd(**opts) -> None:
 @click.option("--normalize", default="rms", show_default=True, type=click.Choice(["rms", "none"]))
 @click.option("--pool-tokens", type=int, default=None, help="Pool each demonstration to this many fused tokens.")
 @click.option("--max-shots", default=8, show_default=True, help="Most demonstrations in a training sequence.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--save-every", default=20, show_default=True, help="Checkpoint period in steps (resume point).")
-@click.option("--eval-every", default=50, show_default=True, help="Held-out loss period in steps.")
-@click.option("--mixed-precision", default="auto", show_default=True,
-              type=click.Choice(["auto", "no", "bf16", "fp16"]), help="auto: bf16 on CUDA, none on CPU.")
 def train_fuser_cmd(out, data, limit, steps, stop_after, batch_size, grad_accum, lr, objective, kind, residual,
                     layer, normalize, pool_tokens, max_shots, seed, save_every, eval_every, mixed_precision,
                     **opts) -> None:
