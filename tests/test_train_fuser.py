@@ -114,3 +114,12 @@ def test_documents_with_misaligned_lists_are_an_error(tmp_path):
     path = write_documents(tmp_path, [{"images": ["a.png", None], "texts": [None]}])
     with pytest.raises(AimError, match=r"docs.jsonl, document 0: .*aligned 'images' and 'texts'"):
         load_documents(path)
+
+
+def test_documents_with_a_broken_line_name_it(tmp_path):
+    from aim.data.documents import load_documents
+
+    path = tmp_path / "docs.jsonl"
+    path.write_text('{"images": ["a.png", null], "texts": [null, "x"]}\n{"images": [\n')
+    with pytest.raises(AimError, match=r"docs.jsonl, document 1: not a JSON object"):
+        load_documents(str(path))

@@ -62,10 +62,17 @@ def load_documents(path: str, limit: Optional[int] = None, max_chars: int = 200)
     if path.endswith(".jsonl"):
         folder = os.path.dirname(os.path.abspath(path))
         with open(path) as f:
-            rows = (json.loads(line) for line in f if line.strip())
-            for i, row in enumerate(rows):
+            rows = (line for line in f if line.strip())
+            for i, line in enumerate(rows):
                 if limit is not None and i >= limit:
                     break
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DatasetError(f"{path}, document {i}: not a JSON object ({err}); write one document per "
+                                       "line") from None
+                if not isinstance(row, dict):
+                    raise DatasetError(f"{path}, document {i}: {NEEDED}; got a {type(row).__name__}")
                 pairs = pairs_of(row.get("images"), row.get("texts"), path, i, max_chars)
                 docs.append([(img if os.path.isabs(img) else os.path.join(folder, img), t) for img, t in pairs])
     elif os.path.isdir(path) or path.endswith(".parquet"):

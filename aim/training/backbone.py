@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ..backbones.base import Demo, Virtual
 from ..backbones.pocket import STAGE1_CONNECTOR, PocketBackbone
+from ..errors import AimError
 from ..pocket.assets import LLM_NAME
 from ..pocket.connector import Connector
 from .connector import vision_features
@@ -244,6 +245,9 @@ def export_state(run: str, out: str) -> str:
     ``out``: a run still going can be evaluated, or one stopped early shipped."""
     from peft import set_peft_model_state_dict
 
+    if not os.path.isfile(os.path.join(run, "state.pt")):
+        raise AimError(f"{run} has no state.pt: give the folder of an `aim train backbone` run that has saved a "
+                       "checkpoint (every --save-every steps)")
     state = torch.load(os.path.join(run, "state.pt"), weights_only=False)
     cfg_path = os.path.join(run, "train_config.json")
     cfg = BackboneTrainConfig(**json.load(open(cfg_path))) if os.path.isfile(cfg_path) else BackboneTrainConfig()
