@@ -303,11 +303,17 @@ def train_backbone_cmd(**opts) -> None:
                    "projection alone, as in the AIM paper).")
 @click.option("--layer", default=15, show_default=True, help="Which layer's hidden states to read (-1: the last).")
 @click.option("--normalize", default="rms", show_default=True, type=click.Choice(["rms", "none"]))
+@click.option("--residual-tokens", type=int, default=4, show_default=True,
+              help="Residual fusers: add the projection to the first N fused tokens only (0: to every token).")
+@click.option("--align", type=int, default=None,
+              help="Start a residual linear fuser by least squares toward each demonstration's own image "
+                   "embeddings pooled to --residual-tokens, fitted on N demonstrations (0: start at zero; "
+                   "default: 512 where the fuser is residual and linear, else 0).")
 @click.option("--pool-tokens", type=int, default=None, help="Pool each demonstration to this many fused tokens.")
 @click.option("--max-shots", default=8, show_default=True, help="Most demonstrations in a training sequence.")
 def train_fuser_cmd(out, data, limit, steps, stop_after, batch_size, grad_accum, lr, objective, kind, residual,
-                    layer, normalize, pool_tokens, max_shots, seed, save_every, eval_every, mixed_precision,
-                    **opts) -> None:
+                    layer, normalize, residual_tokens, align, pool_tokens, max_shots, seed, save_every, eval_every,
+                    mixed_precision, **opts) -> None:
     """Train a fuser for a frozen backbone (the AIM setting: fused earlier demonstrations, the query's
     image and question, loss on its answer). Resumes from OUT/state.pt; writes OUT/fusion_config.json,
     OUT/fusion_model.safetensors, OUT/log.jsonl and OUT/loss.png."""
@@ -316,6 +322,7 @@ def train_fuser_cmd(out, data, limit, steps, stop_after, batch_size, grad_accum,
     cfg = FuserTrainConfig(out=out, data=data, limit=limit, steps=steps, stop_after=stop_after,
                            batch_size=batch_size, grad_accum=grad_accum, lr=lr, objective=objective, kind=kind,
                            residual=residual, layer=layer, normalize=normalize, pool_tokens=pool_tokens,
+                           residual_tokens=(residual_tokens or None) if residual else None, align=align,
                            max_shots=max_shots, seed=seed, save_every=save_every, eval_every=eval_every,
                            mixed_precision=mixed_precision)
     click.echo(f"fuser checkpoint: {train_fuser(_load_backbone(opts), cfg)}")

@@ -55,6 +55,10 @@ class FusionConfig:
     target_norm: Optional[float] = field(default=None, metadata={
         "help": "with normalize=rms: the L2 norm given to each normalised state, typically the norm of an "
                 "input embedding (None: unit RMS)"})
+    residual_tokens: Optional[int] = field(default=None, metadata={
+        "help": "residual fusers: the projection is added to the first m fused tokens only, the rest stay the "
+                "demonstration's text embeddings (None: every token). The pocket fuser writes its image "
+                "summary into the first 4 tokens (docs/fuser-design.md)"})
     pool_tokens: Optional[int] = field(default=None, metadata={
         "help": "None: one fused token per text token; m: adaptive average pooling to m tokens "
                 "(demonstrations shorter than m keep their T tokens)"})
@@ -84,6 +88,10 @@ class FusionConfig:
             raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio!r}")
         if self.pool_tokens is not None:
             positive_int("pool_tokens", self.pool_tokens)
+        if self.residual_tokens is not None:
+            positive_int("residual_tokens", self.residual_tokens)
+            if not self.residual:
+                raise ValueError("residual_tokens needs residual=True (it says where the projection is added)")
         if self.target_norm is not None:
             if not self.target_norm > 0:
                 raise ValueError(f"target_norm must be > 0 or None, got {self.target_norm!r}")
@@ -186,8 +194,22 @@ class Fuser(nn.Module):
         T' = T or min(T, pool_tokens). Needs text_embeds when residual or identity."""
         if self.config.kind == "identity":
             return self._text(text_embeds, hidden.shape[0])
-        fused = self.proj(self._prepare(hidden))
-        return self._text(text_embeds, hidden.shape[0]).to(fused) + fused if self.config.residual else fused
+        prepared = self._prepare(hidden)
+        if not self.config.residual:
+            return self.proj(prepared)
+        return self._add(self._text(text_embeds, hidden.shape[0]), self.proj(prepared[:self._written(prepared)]))
+
+    def _written(self, prepared: torch.Tensor) -> int:
+        """How many leading tokens the residual projection writes into."""
+        m = self.config.residual_tokens
+        return prepared.shape[0] if m is None else min(m, prepared.shape[0])
+
+    @staticmethod
+    def _add(text: torch.Tensor, projected: torch.Tensor) -> torch.Tensor:
+        """text (T', E) with the projection (m <= T' rows) added to its first m rows."""
+        text = text.to(projected)
+        m = projected.shape[0]
+        return projected + text if m == text.shape[0] else torch.cat([text[:m] + projected, text[m:]])
 
     def forward_batch(self, states: Sequence, embed_fn: Optional[Callable] = None) -> list[torch.Tensor]:
         """Many demonstrations at once. ``states``: DemoStates (hidden (T_i, H), token_ids (T_i,));
@@ -203,9 +225,11 @@ class Fuser(nn.Module):
             return [self(s.hidden, t) for s, t in zip(states, texts)]
         # the projection works token by token: project every demonstration in one matmul
         prepared = [self._prepare(s.hidden.detach()) for s in states]
+        if self.config.residual:
+            prepared = [p[:self._written(p)] for p in prepared]
         fused = self.proj(torch.cat(prepared)).split([p.shape[0] for p in prepared])
         if self.config.residual:
-            fused = [self._text(t, s.hidden.shape[0]).to(f) + f for s, t, f in zip(states, texts, fused)]
+            fused = [self._add(self._text(t, s.hidden.shape[0]), f) for s, t, f in zip(states, texts, fused)]
         return list(fused)
 
     def fuse_demos(self, backbone, demos: Sequence, grad: bool = False) -> list[torch.Tensor]:

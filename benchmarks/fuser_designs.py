@@ -1,16 +1,20 @@
 """Which fuser design serves the pocket backbone best? Each design trained the same number of steps
-on the same training-split episodes, then scored on held-out label binding (Fashion-MNIST test
-images, made-up words never seen in training), side by side with raw and text-only demonstrations.
+on the same training-split episodes (or fitted in closed form only: 0 steps), then scored on
+held-out label binding (Fashion-MNIST test images, made-up words never seen in training), side by
+side with raw and text-only demonstrations.
 
-    python benchmarks/fuser_designs.py --backbone pocket --steps 80 --n 100
+    python benchmarks/fuser_designs.py --backbone pocket --steps 30 --n 60
 
-Designs (one change at a time from the first):
-- residual-rms-l15-lm: text embedding + W rms(layer-15 state), W from zero; LM loss
-- ...-distill: KL from the raw multimodal prompt instead of the LM loss
-- ...-last: the last layer's states (-1) instead of layer 15
-- projection-rms-l15-lm: the pure projection of the AIM paper (no text embedding added)
-- residual-none-l15-lm: no normalisation of the states
-- residual-rms-l15-lm-pool4: pooled to 4 fused tokens per demonstration
+Designs (one change at a time from the first, the default of `aim train fuser`):
+- aligned-r4-rms-l15-lm: text embedding + W rms(layer-15 state) on the first 4 tokens, W started by
+  least squares toward the demonstration's image pooled to 4 (aim/training/align.py); LM loss
+- ...-closed-form: the least-squares start alone, no gradient step
+- zero-r4-rms-l15-lm: W from zero instead (no aligned start)
+- zero-all-rms-l15-lm: W from zero, added to every token (the design shipped before the aligned start)
+- projection-rms-l15-lm: the pure projection of the AIM paper (no text embedding added, identity start)
+- aligned-r4-rms-l15-distill: KL from the raw multimodal prompt instead of the LM loss
+- closed-form variants (0 steps): the last layer's states or layer 8 instead of 15; 2 or 8 written
+  tokens instead of 4; no normalisation of the states; the demonstration pooled to 4 fused tokens
 Runs resume (training and evaluation); writes benchmarks/results/fuser_designs.json and prints a table.
 """
 import argparse
@@ -28,14 +32,22 @@ from aim.eval.runner import icl_eval  # noqa: E402
 from aim.fusion import Fuser  # noqa: E402
 from aim.training.fuser import FuserTrainConfig, train_fuser  # noqa: E402
 
-BASE = dict(objective="lm", residual=True, normalize="rms", layer=15, pool_tokens=None)
+BASE = dict(objective="lm", residual=True, normalize="rms", layer=15, pool_tokens=None, residual_tokens=4,
+            align=512)
+CLOSED = {"steps": 0}
 DESIGNS = {
-    "residual-rms-l15-lm": {},
-    "residual-rms-l15-distill": {"objective": "distill"},
-    "residual-rms-last-lm": {"layer": -1},
-    "projection-rms-l15-lm": {"residual": False},
-    "residual-none-l15-lm": {"normalize": "none"},
-    "residual-rms-l15-lm-pool4": {"pool_tokens": 4},
+    "aligned-r4-rms-l15-lm": {},
+    "aligned-r4-rms-l15-closed-form": CLOSED,
+    "zero-r4-rms-l15-lm": {"align": 0},
+    "zero-all-rms-l15-lm": {"align": 0, "residual_tokens": None},
+    "projection-rms-l15-lm": {"align": 0, "residual": False, "residual_tokens": None},
+    "aligned-r4-rms-l15-distill": {"objective": "distill"},
+    "aligned-r4-rms-last-closed-form": {"layer": -1, **CLOSED},
+    "aligned-r4-rms-l8-closed-form": {"layer": 8, **CLOSED},
+    "aligned-r2-rms-l15-closed-form": {"residual_tokens": 2, **CLOSED},
+    "aligned-r8-rms-l15-closed-form": {"residual_tokens": 8, **CLOSED},
+    "aligned-r4-none-l15-closed-form": {"normalize": "none", **CLOSED},
+    "aligned-pool4-rms-l15-closed-form": {"pool_tokens": 4, **CLOSED},
 }
 CELLS = (("fashion-mnist-binding-2way:test", 8), ("fashion-mnist-binding-5way:test", 10))
 
@@ -57,7 +69,7 @@ def evaluate(backbone, fuser, methods, n: int, seeds, output: str, batch_size: i
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backbone", default="pocket")
-    ap.add_argument("--steps", type=int, default=80)
+    ap.add_argument("--steps", type=int, default=30, help="training steps of the trained designs")
     ap.add_argument("--n", type=int, default=100, help="label-binding queries per cell")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--designs", default=",".join(DESIGNS))
@@ -78,7 +90,8 @@ def main() -> None:
     print(json.dumps(result["baselines"], indent=1), flush=True)
     for name in args.designs.split(","):
         folder = os.path.join(args.runs, name)
-        cfg = FuserTrainConfig(out=folder, steps=args.steps, **dict(BASE, **DESIGNS[name]))
+        design = dict(BASE, steps=args.steps, **DESIGNS[name])
+        cfg = FuserTrainConfig(out=folder, **design)
         start = time.perf_counter()
         train_fuser(backbone, cfg)
         minutes = (time.perf_counter() - start) / 60
@@ -86,7 +99,7 @@ def main() -> None:
         log = [json.loads(line) for line in open(os.path.join(folder, "log.jsonl"))]
         evals = [r for r in log if "val_loss" in r]
         scores = evaluate(backbone, fuser, ("fused",), args.n, seeds, os.path.join(folder, "eval"), args.batch_size)
-        result["designs"][name] = {"config": dict(BASE, **DESIGNS[name]), "train_minutes_this_call": minutes,
+        result["designs"][name] = {"config": design, "train_minutes_this_call": minutes,
                                    "val_loss_start": evals[0]["val_loss"], "val_loss_end": evals[-1]["val_loss"],
                                    "scores": scores}
         print(name, json.dumps(result["designs"][name]["scores"]), flush=True)

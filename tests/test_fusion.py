@@ -59,6 +59,7 @@ LENGTHS = [6, 3, 12]
     {}, {"kind": "mlp"}, {"kind": "mlp", "mlp_ratio": 0.5}, {"residual": True},
     {"kind": "mlp", "residual": True}, {"normalize": "rms"}, {"normalize": "rms", "target_norm": 3.0},
     {"init": "default"}, {"layer": -3}, {"pool_tokens": 4}, {"pool_tokens": 4, "residual": True},
+    {"residual": True, "residual_tokens": 2}, {"residual": True, "residual_tokens": 20},
     {"kind": "identity"}, {"kind": "identity", "pool_tokens": 4},
 ])
 def test_shapes_of_every_kind_and_option(options):
@@ -95,6 +96,25 @@ def test_untrained_residual_and_identity_return_text_embeddings_exactly():
             assert torch.equal(fused, text)
 
 
+def test_residual_tokens_write_only_the_first_tokens():
+    backbone = FakeBackbone()
+    states = backbone.read_demos(DEMOS)
+    texts = [backbone.embed_tokens(s.token_ids).detach() for s in states]
+    fuser = Fuser.for_backbone(backbone, residual=True, residual_tokens=2, normalize="rms")
+    for fused, text in zip(fuser.fuse_demos(backbone, DEMOS), texts):  # untrained: the text demo exactly
+        assert torch.equal(fused, text)
+    nn.init.normal_(fuser.proj.weight)
+    everywhere = Fuser.for_backbone(backbone, residual=True, normalize="rms")
+    everywhere.load_state_dict(fuser.state_dict())
+    batch = fuser.fuse_demos(backbone, DEMOS)
+    for i, (fused, full, text) in enumerate(zip(batch, everywhere.fuse_demos(backbone, DEMOS), texts)):
+        assert fused.shape == text.shape  # one fused token per text token still
+        assert torch.equal(fused[2:], text[2:])  # past the first two: the text embeddings, untouched
+        torch.testing.assert_close(fused[:2], full[:2])  # the first two: as a fuser writing everywhere
+        assert not torch.allclose(fused[:2], text[:2])
+        torch.testing.assert_close(fuser(states[i].hidden, text), fused)  # one at a time = batched
+
+
 def test_identity_init_and_rms_target_norm():
     backbone = FakeBackbone()
     fused = Fuser.for_backbone(backbone, normalize="rms", target_norm=3.0).fuse_demos(backbone, DEMOS)
@@ -110,6 +130,7 @@ def test_identity_init_and_rms_target_norm():
 def test_save_load_round_trip(tmp_path):
     backbone = FakeBackbone(layer=-2)
     for i, options in enumerate([{}, {"kind": "mlp", "residual": True, "normalize": "rms", "target_norm": 2.0},
+                                 {"residual": True, "residual_tokens": 2},
                                  {"pool_tokens": 3}, {"kind": "identity"}]):
         fuser = Fuser.for_backbone(backbone, **options)
         if fuser.proj is not None:  # train a little, so that the zero-initialised layer holds something
@@ -177,6 +198,7 @@ def test_gradients_reach_the_projection_only():
     ({"normalize": "layer"}, "normalize"), ({"init": "orthogonal"}, "init"), ({"hidden_size": 0}, "hidden_size"),
     ({"embed_size": -4}, "embed_size"), ({"mlp_ratio": 0}, "mlp_ratio"), ({"target_norm": 3.0}, "target_norm"),
     ({"normalize": "rms", "target_norm": -1.0}, "target_norm"), ({"kind": "identity", "residual": True}, "residual"),
+    ({"residual_tokens": 4}, "residual_tokens"), ({"residual": True, "residual_tokens": 0}, "residual_tokens"),
 ])
 def test_invalid_config_values_name_the_field(options, field_name):
     with pytest.raises(ValueError, match=field_name):

@@ -35,7 +35,7 @@ def dataset(tmp_path_factory):
 
 def config(out, dataset, **kw):
     base = dict(out=str(out), data=dataset, steps=3, batch_size=2, grad_accum=2, max_shots=3, layer=-1,
-                val_examples=2, eval_every=3, save_every=2, log_every=1, warmup=1, lr=1e-2)
+                val_examples=2, eval_every=3, save_every=2, log_every=1, warmup=1, lr=1e-2, align=8)
     base.update(kw)
     return training.FuserTrainConfig(**base)
 
@@ -49,7 +49,8 @@ def test_objectives_train_only_the_fuser(backbone, dataset, tmp_path, objective)
     assert fuser.proj.weight.abs().sum() > 0  # moved off its zero start
     assert all(torch.equal(p, before[n]) for n, p in backbone.decoder.named_parameters())
     log = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
-    assert log[0]["step"] == 0 and "val_loss" in log[0] and "val_loss" in log[-1]
+    assert log[0] == {"step": 0, **{k: log[0][k] for k in log[0] if k.startswith("align_")}}
+    assert log[0]["align_demos"] == 8 and log[1]["step"] == 0 and "val_loss" in log[1] and "val_loss" in log[-1]
     assert os.path.isfile(os.path.join(out, "loss.png"))
 
 
@@ -61,6 +62,38 @@ def test_untrained_residual_fuser_is_the_text_demo(backbone):
     assert torch.equal(fused, backbone.embed_tokens(backbone.demo_token_ids(demo)))
     norm = training.mean_embedding_norm(backbone)
     assert fuser.config.target_norm == pytest.approx(norm)
+
+
+def test_aligned_start_fits_the_demos_own_image_embeddings(backbone, dataset):
+    from aim.training.align import align_fuser, pooled
+
+    cfg = training.FuserTrainConfig(layer=-1, residual_tokens=2)
+    fuser = training.new_fuser(backbone, cfg)
+    source = training.SequenceSource(config("unused", dataset))
+    demos = training.align_demos(source, training.FuserTrainConfig(align=24, layer=-1))
+    assert len(demos) == 24 and all(d.image is not None for d in demos)
+    states = backbone.read_demos(demos, layer=-1)
+    target = torch.cat([pooled(e, 2) for e in backbone.image_embeddings([d.image for d in demos])])
+    texts = [backbone.embed_tokens(s.token_ids) for s in states]
+
+    def squared_error():
+        with torch.no_grad():
+            fused = fuser.forward_batch(states, backbone.embed_tokens)
+        added = torch.cat([f[:2] - t[:2] for f, t in zip(fused, texts)])
+        return float((added - target).pow(2).sum()), fused
+
+    before, _ = squared_error()
+    stats = align_fuser(backbone, fuser, demos, ridge=1e-4)
+    after, fused = squared_error()
+    assert stats["align_demos"] == 24 and stats["align_rows"] == 48
+    assert after < 0.5 * before  # least squares beats the zero start (which adds nothing)
+    assert stats["align_r2"] > 0
+    for f, t in zip(fused, texts):  # past the first two tokens: the text demonstration, untouched
+        assert torch.equal(f[2:], t[2:])
+    with pytest.raises(AimError, match="residual linear"):
+        align_fuser(backbone, training.new_fuser(backbone, training.FuserTrainConfig(kind="mlp", layer=-1)), demos)
+    with pytest.raises(AimError, match="--align 0"):
+        training.FuserTrainConfig(kind="mlp", align=16)
 
 
 def test_resume_gives_the_same_fuser(backbone, dataset, tmp_path, interrupt_after):

@@ -318,12 +318,13 @@ class Backbone(abc.ABC):
     def image_features(self, images: Sequence[ImageLike]) -> torch.Tensor:
         """Pooled image features for retrieval keys: the mean of each image's embeddings as the
         LLM receives them. (N, hidden), float32."""
+        return torch.stack([e.float().mean(0) for e in self.image_embeddings(images)])
+
+    @torch.no_grad()
+    def image_embeddings(self, images: Sequence[ImageLike]) -> list[torch.Tensor]:
+        """Each image's embeddings as the LLM receives them, (image tokens, hidden) per image."""
         batch = self.encode([[load_image(i)] for i in images], chat=False, spans=True)
-        feats = []
-        for i, spans in enumerate(batch.spans):
-            start, end = spans[0]
-            feats.append(batch.inputs_embeds[i, start:end].float().mean(0))
-        return torch.stack(feats)
+        return [batch.inputs_embeds[i, spans[0][0]:spans[0][1]] for i, spans in enumerate(batch.spans)]
 
     # ----------------------------------------------------------------- generation
     @torch.no_grad()

@@ -332,16 +332,13 @@ class HFBackbone(Backbone):
 
     # ------------------------------------------------------------------ retrieval keys
     @torch.no_grad()
-    def image_features(self, images) -> torch.Tensor:
-        """The mean of each image's embeddings as the LLM receives them (its image-token
-        positions only). (N, hidden), float32."""
+    def image_embeddings(self, images) -> list[torch.Tensor]:
+        """Each image's embeddings as the LLM receives them (its image-token positions only)."""
         image_id = self.image_token_id
         if image_id is None:
-            return super().image_features(images)
+            return super().image_embeddings(images)
         batch: PromptBatch = self.encode([[load_image(i)] for i in images], chat=False)
         mask = (batch.input_ids == image_id) & batch.attention_mask.bool()
         if not bool(mask.any(1).all()):
             raise BackboneError(f"{self.model_id}: an image gave no image tokens (image token id {image_id})")
-        weights = mask.to(torch.float32)
-        summed = (batch.inputs_embeds.float() * weights[..., None]).sum(1)
-        return summed / weights.sum(1, keepdim=True)
+        return [batch.inputs_embeds[i, mask[i]] for i in range(len(images))]

@@ -60,8 +60,12 @@ class FuserTrainConfig:
     layer: int = 15
     normalize: str = "rms"
     target_norm: Optional[float] = -1.0  # -1: the backbone's mean input-embedding norm; None: unit RMS
+    residual_tokens: Optional[int] = 4  # residual: the projection writes into the first 4 tokens only
     pool_tokens: Optional[int] = None
     init_scale: float = 1.0
+    align: Optional[int] = None  # demos for the closed-form start (aim.training.align); 0: zero start;
+    # None: 512 where the fuser can take it (residual linear with residual_tokens), else 0
+    ridge: float = 1e-5
     max_shots: int = 8
     vqa_fraction: float = 0.25  # pocket episodes: share of easy-VQA runs (the rest is label binding)
     seed: int = 0
@@ -74,6 +78,13 @@ class FuserTrainConfig:
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
             raise AimError(f"unknown objective {self.objective!r}: use one of {', '.join(OBJECTIVES)}")
+        alignable = self.kind == "linear" and self.residual and self.residual_tokens is not None
+        if self.align is None:
+            self.align = 512 if alignable else 0
+        if self.align and not alignable:
+            raise AimError(f"--align {self.align} needs a residual linear fuser with residual tokens (got kind="
+                           f"{self.kind}, residual={self.residual}, residual_tokens={self.residual_tokens}): "
+                           "pass --align 0")
         if self.batch_size % self.grad_accum:
             raise AimError(f"batch_size {self.batch_size} must be a multiple of grad_accum {self.grad_accum}")
 
@@ -186,7 +197,20 @@ def new_fuser(backbone: Backbone, cfg: FuserTrainConfig) -> Fuser:
     target = mean_embedding_norm(backbone) if cfg.target_norm == -1.0 else cfg.target_norm
     return Fuser.for_backbone(backbone, kind=cfg.kind, residual=cfg.residual, layer=cfg.layer,
                               normalize=cfg.normalize, target_norm=target if cfg.normalize == "rms" else None,
+                              residual_tokens=cfg.residual_tokens if cfg.residual else None,
                               pool_tokens=cfg.pool_tokens, init_scale=cfg.init_scale)
+
+
+def align_demos(source: "SequenceSource", cfg: FuserTrainConfig) -> list:
+    """``cfg.align`` demonstrations (with their images) drawn from the training sequences."""
+    rng = np.random.default_rng([cfg.seed, 2 * 10**6])
+    demos = []
+    for _ in range(50 * cfg.align):
+        if len(demos) >= cfg.align:
+            break
+        seq = source.sample(rng)
+        demos += [d for d in seq.demos if d.image is not None]
+    return demos[:cfg.align]
 
 
 def train_fuser(backbone: Backbone, cfg: FuserTrainConfig) -> str:
@@ -224,6 +248,12 @@ def train_fuser(backbone: Backbone, cfg: FuserTrainConfig) -> str:
     bar = tqdm(total=last, initial=step, desc=f"train fuser ({cfg.objective})", unit="step",
                disable=not accelerator.is_main_process)
     start_time = time.perf_counter() - elapsed
+    if step == 0 and cfg.align:
+        from .align import align_fuser
+
+        stats = align_fuser(backbone, accelerator.unwrap_model(model).fuser, align_demos(source, cfg), cfg.ridge)
+        if accelerator.is_main_process:
+            append_log(log_path, {"step": 0, **stats})
     if step == 0 and accelerator.is_main_process:
         append_log(log_path, {"step": 0, **validate()})
     while step < last:
