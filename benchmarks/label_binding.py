@@ -1,4 +1,5 @@
-"""Label binding with made-up words on Fashion-MNIST test images: can the backbone learn in context,
+"""Label binding with made-up words on Fashion-MNIST test images (or, with --source patterns, procedural
+textures no checkpoint saw): can the backbone learn in context,
 and do fused demonstrations carry what raw ones do?
 
     python benchmarks/label_binding.py --backbone pocket --n 200 --seeds 0,1,2
@@ -52,6 +53,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--ways", default="2,5")
+    ap.add_argument("--source", default="fashion-mnist", choices=("fashion-mnist", "patterns"),
+                    help="images: Fashion-MNIST test, or procedural textures no checkpoint saw (aim/data/patterns.py)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--runs", default="runs/label-binding")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "label_binding.json"))
@@ -64,7 +67,7 @@ def main() -> None:
     result = {"args": vars(args), "backbone": backbone.fingerprint(), "tasks": {}}
     rows = []
     for ways in (int(w) for w in args.ways.split(",")):
-        spec = f"fashion-mnist-binding-{ways}way:test"
+        spec = f"{args.source}-binding-{ways}way:test"
         records = load_records(spec, args.n)
         start = time.perf_counter()
         cfg = IclEvalConfig(dataset=spec, methods=methods, shots=(0,) + TASKS[ways], seeds=seeds, limit=args.n,
@@ -90,7 +93,7 @@ def main() -> None:
             json.dump(result, f, indent=2)
 
     cols = list(methods) + ["1-NN"]
-    print(f"\nlabel binding, {args.n} queries per cell, seeds {args.seeds}: exact match mean ± std (prompt tokens)")
+    print(f"\nlabel binding on {args.source}, {args.n} queries per cell, seeds {args.seeds}: exact match mean ± std (prompt tokens)")
     print("| task (chance) | " + " | ".join(cols) + " |")
     print("|---|" + "---|" * len(cols))
     for row in rows:

@@ -3,9 +3,11 @@ answers that only the demonstrations can give, and draws fixed by the seed."""
 import os
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from aim.data import binding
+from aim.data.binding import episode_demos
 from aim.data.spec import load_records
 from aim.errors import AimError
 
@@ -56,3 +58,32 @@ def test_train_split_uses_training_words():
     r = load_records("fashion-mnist-binding-5way:train", 3)
     train_words = set(binding.made_up_words("train"))
     assert all(set(x.extra["episode"]["words"]) <= train_words for x in r)
+
+
+def test_pattern_images_are_a_fixed_balanced_domain_of_their_own():
+    from aim.data import patterns
+
+    images, labels = patterns.load_arrays("test")
+    assert images.shape == (10 * patterns.PER_CLASS, 64, 64, 3) and images.dtype == np.uint8
+    assert np.bincount(labels).tolist() == [patterns.PER_CLASS] * 10
+    train, _ = patterns.load_arrays("train")
+    assert not np.array_equal(train[:5], images[:5])  # the split seeds the drawing
+    patterns.load_arrays.cache_clear()
+    assert np.array_equal(patterns.load_arrays("test")[0], images)  # the same on every call
+    with pytest.raises(AimError, match="patterns split"):
+        patterns.load_arrays("validation")
+
+
+def test_patterns_binding_spec_draws_pattern_images():
+    from aim.data import patterns
+
+    records = load_records("patterns-binding-2way:test", 4)
+    images, labels = patterns.load_arrays("test")
+    for r in records:
+        ep = r.extra["episode"]
+        assert ep["source"] == "patterns" and r.id.startswith("patterns-test-")
+        assert np.array_equal(np.asarray(r.image), images[ep["query"]]) and r.extra["label"] == labels[ep["query"]]
+        for d in episode_demos(r, 4, seed=1):
+            assert d.extra["label"] in ep["classes"] and d.answers[0] == ep["words"][ep["classes"].index(d.extra["label"])]
+            index = int(d.id.split("-")[1].split(":")[0])
+            assert np.array_equal(np.asarray(d.image), images[index]) and labels[index] == d.extra["label"]

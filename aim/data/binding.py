@@ -47,10 +47,17 @@ def _word_pool(pool: str) -> tuple:
     raise AimError(f"word pool {pool!r}: use train or test")
 
 
-@functools.lru_cache(maxsize=2)
-def _images(split: str):
-    from .fashion_mnist import load_arrays
+SOURCES = ("fashion-mnist", "patterns")
 
+
+@functools.lru_cache(maxsize=4)
+def _images(split: str, source: str = "fashion-mnist"):
+    if source == "patterns":  # procedural textures: a domain no checkpoint saw (aim/data/patterns.py)
+        from .patterns import load_arrays
+    elif source == "fashion-mnist":
+        from .fashion_mnist import load_arrays
+    else:
+        raise AimError(f"label-binding images {source!r}: use one of {', '.join(SOURCES)}")
     return load_arrays(split)
 
 
@@ -77,13 +84,13 @@ def episode(images: np.ndarray, labels: np.ndarray, words: list[str], ways: int,
 
 
 def binding_records(split: str = "test", ways: int = 2, n: int = 200, seed: int = 0, max_shots: int = 16,
-                    words: str = "test") -> list[Record]:
-    """``n`` label-binding queries on Fashion-MNIST ``split`` images with words from the ``words``
-    pool. Queries are the first ``n`` of a seeded permutation of the split; the seed also draws the
+                    words: str = "test", source: str = "fashion-mnist") -> list[Record]:
+    """``n`` label-binding queries on ``split`` images of ``source`` (Fashion-MNIST, or the procedural
+    ``patterns``) with words from the ``words`` pool. Queries are the first ``n`` of a seeded permutation of the split; the seed also draws the
     classes, words and demonstrations of each episode."""
     if not 2 <= ways <= 10:
         raise AimError(f"label binding needs 2 to 10 ways, got {ways}")
-    images, labels = _images(split)
+    images, labels = _images(split, source)
     pool = made_up_words(words)
     rng = np.random.default_rng([seed, ways])
     queries = rng.permutation(len(labels))[:n]
@@ -91,8 +98,9 @@ def binding_records(split: str = "test", ways: int = 2, n: int = 200, seed: int 
     for q in queries:
         ep = episode(images, labels, pool, ways, max_shots, rng, query=int(q))
         word = ep["words"][ep["classes"].index(int(labels[q]))]
-        ep["split"] = split
-        records.append(Record(f"{split}-{int(q)}-w{ways}-s{seed}", Image.fromarray(images[q]).convert("RGB"),
+        ep["split"], ep["source"] = split, source
+        prefix = "" if source == "fashion-mnist" else f"{source}-"
+        records.append(Record(f"{prefix}{split}-{int(q)}-w{ways}-s{seed}", Image.fromarray(images[q]).convert("RGB"),
                               QUESTION, [word], {"episode": ep, "label": int(labels[q]), "task": "binding"}))
     return records
 
@@ -112,6 +120,6 @@ def episode_demos(record: Record, k: int, seed: int = 0) -> list[Record]:
         count = k // ways + (1 if j in extra_classes else 0)
         picks += [(j, ep["candidates"][j][i]) for i in rng.permutation(per_class)[:count]]
     picks = [picks[i] for i in rng.permutation(len(picks))]
-    images, _ = _images(ep["split"])
+    images, _ = _images(ep["split"], ep.get("source", "fashion-mnist"))
     return [Record(f"{ep['split']}-{i}:{ep['words'][j]}", Image.fromarray(images[i]).convert("RGB"), QUESTION, [ep["words"][j]],
                    {"label": ep["classes"][j]}) for j, i in picks]

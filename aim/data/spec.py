@@ -8,7 +8,8 @@ from ..errors import AimError
 from .record import Record
 
 BUILTIN = ("easy-vqa:train", "easy-vqa:test", "fashion-mnist:train", "fashion-mnist:test",
-           "fashion-mnist-binding-2way:test", "fashion-mnist-binding-5way:test")
+           "fashion-mnist-binding-2way:test", "fashion-mnist-binding-5way:test", "patterns-binding-2way:test",
+           "patterns-binding-5way:test")
 
 
 def load_records(spec: str, limit: Optional[int] = None) -> list[Record]:
@@ -21,15 +22,17 @@ def load_records(spec: str, limit: Optional[int] = None) -> list[Record]:
         from .easy_vqa import load_easy_vqa
 
         return load_easy_vqa(split, limit)
-    if name.startswith("fashion-mnist-binding-") and name.endswith("way"):
+    source = next((s for s in ("fashion-mnist", "patterns") if name.startswith(f"{s}-binding-")), None)
+    if source and name.endswith("way"):
         from .binding import binding_records
 
-        ways = name[len("fashion-mnist-binding-"):-len("way")]
+        ways = name[len(f"{source}-binding-"):-len("way")]
         if not ways.isdigit():
-            raise AimError(f"unknown dataset {spec!r}: write fashion-mnist-binding-<N>way:<split>, e.g. "
-                           "fashion-mnist-binding-2way:test")
+            raise AimError(f"unknown dataset {spec!r}: write {source}-binding-<N>way:<split>, e.g. "
+                           f"{source}-binding-2way:test")
         # train-split episodes draw from the training word pool; any other split from the held-out one
-        return binding_records(split, int(ways), n=limit or 200, words="train" if split == "train" else "test")
+        return binding_records(split, int(ways), n=limit or 200, words="train" if split == "train" else "test",
+                               source=source)
     if name == "fashion-mnist":
         from .fashion_mnist import load_fashion_mnist
 
