@@ -46,6 +46,7 @@ def test_objectives_train_only_the_fuser(backbone, dataset, tmp_path, objective)
     out = training.train_fuser(backbone, config(tmp_path, dataset, objective=objective))
     fuser = Fuser.from_pretrained(out, backbone=backbone)
     assert fuser.config.training["objective"] == objective and fuser.config.residual
+    assert fuser.config.training["aligned_start"]["align_demos"] == 8
     assert fuser.proj.weight.abs().sum() > 0  # moved off its zero start
     assert all(torch.equal(p, before[n]) for n, p in backbone.decoder.named_parameters())
     log = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]

@@ -285,7 +285,11 @@ def train_fuser(backbone: Backbone, cfg: FuserTrainConfig) -> str:
                 else f"{cfg.data}: runs of up to {cfg.max_shots + 1} consecutive image-text pairs of interleaved "
                      "documents" if from_documents
                 else f"{cfg.data}: random sequences of 1-{cfg.max_shots} demonstrations and a query")
+        from .loop import read_log
+
+        aligned = next((r for r in read_log(log_path) if "align_r2" in r), None)
         fuser.config.training = {"objective": cfg.objective, "data": data, "config": dataclasses.asdict(cfg),
+                                 "aligned_start": aligned and {k: v for k, v in aligned.items() if k != "step"},
                                  "steps_done": step,
                                  "minutes": round((time.perf_counter() - start_time) / 60, 1)}
         fuser.save_pretrained(cfg.out)
