@@ -66,6 +66,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--ways", default="2,5")
+    ap.add_argument("--source", default="fashion-mnist", choices=("fashion-mnist", "patterns"),
+                    help="images: Fashion-MNIST test, or procedural textures no checkpoint saw")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "demo_forms.json"))
     args = ap.parse_args()
@@ -77,7 +79,7 @@ def main() -> None:
         right, tokens = {}, {}
         start = time.perf_counter()
         for seed in (int(s) for s in args.seeds.split(",")):
-            records = binding_records("test", ways=ways, n=args.n, seed=0, max_shots=16)
+            records = binding_records("test", ways=ways, n=args.n, seed=0, max_shots=16, source=args.source)
             for b in range(0, len(records), args.batch_size):
                 chunk = records[b:b + args.batch_size]
                 bodies, candidates = {}, []
@@ -97,8 +99,8 @@ def main() -> None:
                         right.setdefault(name, []).append(words[int(row[first].argmax())] == gold)
         task = {name: {"accuracy": float(np.mean(v)), "queries": len(v), "prompt_tokens": float(np.mean(tokens[name]))}
                 for name, v in right.items()}
-        result["tasks"][f"{ways}-way k={k}"] = {"forms": task, "seconds": time.perf_counter() - start}
-        print(f"\n{ways}-way k={k} (chance {1 / ways:.2f}), {len(right['raw'])} queries")
+        result["tasks"][f"{args.source} {ways}-way k={k}"] = {"forms": task, "seconds": time.perf_counter() - start}
+        print(f"\n{args.source}, {ways}-way k={k} (chance {1 / ways:.2f}), {len(right['raw'])} queries")
         print("| demonstration form | accuracy | prompt tokens |\n|---|---|---|")
         for name, cell in task.items():
             print(f"| {name} | {cell['accuracy']:.3f} | {cell['prompt_tokens']:.0f} |", flush=True)
