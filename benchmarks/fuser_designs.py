@@ -90,7 +90,7 @@ def main() -> None:
     print(json.dumps(result["baselines"], indent=1), flush=True)
     for name in args.designs.split(","):
         folder = os.path.join(args.runs, name)
-        design = dict(BASE, steps=args.steps, **DESIGNS[name])
+        design = {**BASE, "steps": args.steps, **DESIGNS[name]}
         cfg = FuserTrainConfig(out=folder, **design)
         start = time.perf_counter()
         train_fuser(backbone, cfg)
