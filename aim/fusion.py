@@ -107,6 +107,11 @@ class FusionConfig:
         return self.residual or self.kind == "identity"
 
 
+def pool_tokens(x: torch.Tensor, m: int) -> torch.Tensor:
+    """(n, D) -> (m, D) by adaptive average pooling over the token axis."""
+    return F.adaptive_avg_pool1d(x.t().unsqueeze(0), m).squeeze(0).t()
+
+
 def describe(fingerprint: Optional[dict]) -> str:
     """A fingerprint in words: "pocket (model M, revision R, dtype D, hidden 576, layer -1)"."""
     if not fingerprint:
@@ -178,7 +183,7 @@ class Fuser(nn.Module):
         m = self.config.pool_tokens
         if m is None or x.shape[0] <= m:
             return x
-        return F.adaptive_avg_pool1d(x.t().unsqueeze(0), m).squeeze(0).t()
+        return pool_tokens(x, m)
 
     def _text(self, text_embeds: Optional[torch.Tensor], tokens: int) -> torch.Tensor:
         if text_embeds is None:

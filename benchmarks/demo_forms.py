@@ -29,8 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from aim import load_backbone  # noqa: E402
 from aim.backbones.base import Demo, Virtual  # noqa: E402
 from aim.compress import load_fuser  # noqa: E402
-from aim.data.binding import binding_records, episode_demos  # noqa: E402
-from aim.training.align import pooled  # noqa: E402
+from aim.data.binding import SOURCES, binding_records, episode_demos  # noqa: E402
+from aim.fusion import pool_tokens  # noqa: E402
 
 TASKS = {2: 8, 5: 10}
 
@@ -43,7 +43,7 @@ def forms(backbone, fuser, demos):
     def added(m):
         out = []
         for t, e in zip(text, images):
-            add = pooled(e, m).to(t)[:t.shape[0]]
+            add = pool_tokens(e.float(), m).to(t)[:t.shape[0]]
             out.append(Virtual(torch.cat([t[:len(add)] + add, t[len(add):]])))
         return out
 
@@ -51,7 +51,8 @@ def forms(backbone, fuser, demos):
     if fuser is not None:
         out["fused"] = [Virtual(f) for f in fuser.fuse_demos(backbone, demos)]
     for m in (1, 4):
-        out[f"pooled-{m} + text"] = [s for e, t in zip(images, text) for s in (Virtual(pooled(e, m).to(t)), Virtual(t))]
+        out[f"pooled-{m} + text"] = [segment for e, t in zip(images, text)
+                                     for segment in (Virtual(pool_tokens(e.float(), m).to(t)), Virtual(t))]
     for m in (1, 2, 4, 8):
         out[f"text, first {m} += image pooled to {m}"] = added(m)
     out["text, all += image mean"] = [Virtual(t + e.float().mean(0).to(t)) for t, e in zip(text, images)]
@@ -66,7 +67,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--ways", default="2,5")
-    ap.add_argument("--source", default="fashion-mnist", choices=("fashion-mnist", "patterns"),
+    ap.add_argument("--source", default="fashion-mnist", choices=SOURCES,
                     help="images: Fashion-MNIST test, or procedural textures no checkpoint saw")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "demo_forms.json"))
@@ -87,7 +88,8 @@ def main() -> None:
                     demos = [Demo(d.image, d.question, d.answer) for d in episode_demos(r, k, seed)]
                     query = backbone.query_body(r.image, r.question)
                     for name, segments in forms(backbone, fuser, demos).items():
-                        body = backbone.raw_icl_body(demos, r.image, r.question) if segments is None else segments + query
+                        raw = segments is None
+                        body = backbone.raw_icl_body(demos, r.image, r.question) if raw else segments + query
                         bodies.setdefault(name, []).append(body)
                     candidates.append((sorted({d.answer for d in demos}), r.answers[0]))
                 for name, group in bodies.items():

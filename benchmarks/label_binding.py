@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from aim import load_backbone  # noqa: E402
 from aim.compress import load_fuser  # noqa: E402
-from aim.data.binding import episode_demos  # noqa: E402
+from aim.data.binding import SOURCES, episode_demos  # noqa: E402
 from aim.data.spec import load_records  # noqa: E402
 from aim.eval.config import IclEvalConfig  # noqa: E402
 from aim.eval.runner import icl_eval  # noqa: E402
@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--ways", default="2,5")
-    ap.add_argument("--source", default="fashion-mnist", choices=("fashion-mnist", "patterns"),
+    ap.add_argument("--source", default="fashion-mnist", choices=SOURCES,
                     help="images: Fashion-MNIST test, or procedural textures no checkpoint saw (aim/data/patterns.py)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--runs", default="runs/label-binding")

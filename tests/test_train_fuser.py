@@ -66,7 +66,8 @@ def test_untrained_residual_fuser_is_the_text_demo(backbone):
 
 
 def test_aligned_start_fits_the_demos_own_image_embeddings(backbone, dataset):
-    from aim.training.align import align_fuser, pooled
+    from aim.fusion import pool_tokens
+    from aim.training.align import align_fuser
 
     cfg = training.FuserTrainConfig(layer=-1, residual_tokens=2)
     fuser = training.new_fuser(backbone, cfg)
@@ -74,7 +75,7 @@ def test_aligned_start_fits_the_demos_own_image_embeddings(backbone, dataset):
     demos = training.align_demos(source, training.FuserTrainConfig(align=24, layer=-1))
     assert len(demos) == 24 and all(d.image is not None for d in demos)
     states = backbone.read_demos(demos, layer=-1)
-    target = torch.cat([pooled(e, 2) for e in backbone.image_embeddings([d.image for d in demos])])
+    target = torch.cat([pool_tokens(e.float(), 2) for e in backbone.image_embeddings([d.image for d in demos])])
     texts = [backbone.embed_tokens(s.token_ids) for s in states]
 
     def squared_error():

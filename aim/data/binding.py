@@ -86,8 +86,8 @@ def episode(images: np.ndarray, labels: np.ndarray, words: list[str], ways: int,
 def binding_records(split: str = "test", ways: int = 2, n: int = 200, seed: int = 0, max_shots: int = 16,
                     words: str = "test", source: str = "fashion-mnist") -> list[Record]:
     """``n`` label-binding queries on ``split`` images of ``source`` (Fashion-MNIST, or the procedural
-    ``patterns``) with words from the ``words`` pool. Queries are the first ``n`` of a seeded permutation of the split; the seed also draws the
-    classes, words and demonstrations of each episode."""
+    ``patterns``) with words from the ``words`` pool. Queries are the first ``n`` of a seeded
+    permutation of the split; the seed also draws the classes, words and demonstrations of each episode."""
     if not 2 <= ways <= 10:
         raise AimError(f"label binding needs 2 to 10 ways, got {ways}")
     images, labels = _images(split, source)

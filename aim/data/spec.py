@@ -22,9 +22,10 @@ def load_records(spec: str, limit: Optional[int] = None) -> list[Record]:
         from .easy_vqa import load_easy_vqa
 
         return load_easy_vqa(split, limit)
-    source = next((s for s in ("fashion-mnist", "patterns") if name.startswith(f"{s}-binding-")), None)
+    from .binding import SOURCES, binding_records
+
+    source = next((s for s in SOURCES if name.startswith(f"{s}-binding-")), None)
     if source and name.endswith("way"):
-        from .binding import binding_records
 
         ways = name[len(f"{source}-binding-"):-len("way")]
         if not ways.isdigit():

@@ -18,19 +18,13 @@ import logging
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..backbones.base import Backbone, Demo
 from ..errors import AimError
-from ..fusion import Fuser
+from ..fusion import Fuser, pool_tokens
 
 logger = logging.getLogger(__name__)
-
-
-def pooled(embeds: torch.Tensor, m: int) -> torch.Tensor:
-    """(n, E) -> (m, E) by adaptive average pooling over the token axis."""
-    return F.adaptive_avg_pool1d(embeds.float().t().unsqueeze(0), m).squeeze(0).t()
 
 
 @torch.no_grad()
@@ -45,7 +39,8 @@ def align_fuser(backbone: Backbone, fuser: Fuser, demos: Sequence[Demo], ridge: 
                        "use --align 0 for a zero start")
     demos = [d for d in demos if d.image is not None]
     if len(demos) < 2:
-        raise AimError(f"the aligned start needs demonstrations with images; got {len(demos)}")
+        raise AimError(f"the aligned start needs demonstrations with images; got {len(demos)}: train on data "
+                       "with images, or pass --align 0 for a zero start")
     m = cfg.residual_tokens
     xs, ys, rows = [], [], []
     for start in tqdm(range(0, len(demos), batch_size), desc="align fuser", unit="batch", leave=False):
@@ -56,7 +51,7 @@ def align_fuser(backbone: Backbone, fuser: Fuser, demos: Sequence[Demo], ridge: 
             x = fuser._prepare(s.hidden).float()
             n = fuser._written(x)
             xs.append(x[:n])
-            ys.append(pooled(img, m)[:n])
+            ys.append(pool_tokens(img.float(), m)[:n])
             rows.append(torch.arange(n))
     x, y, rows = torch.cat(xs).double(), torch.cat(ys).double(), torch.cat(rows)
     x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)  # the bias column

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from ..backbones.base import Backbone, Demo, Virtual
 from ..errors import AimError
 from ..fusion import Fuser
-from .loop import (accumulated_step, append_log, held_out, lr_at, plot_loss, resume_point, save_state,
+from .loop import (accumulated_step, append_log, held_out, lr_at, plot_loss, read_log, resume_point, save_state,
                    seed_everything)
 
 logger = logging.getLogger(__name__)
@@ -285,8 +285,6 @@ def train_fuser(backbone: Backbone, cfg: FuserTrainConfig) -> str:
                 else f"{cfg.data}: runs of up to {cfg.max_shots + 1} consecutive image-text pairs of interleaved "
                      "documents" if from_documents
                 else f"{cfg.data}: random sequences of 1-{cfg.max_shots} demonstrations and a query")
-        from .loop import read_log
-
         aligned = next((r for r in read_log(log_path) if "align_r2" in r), None)
         fuser.config.training = {"objective": cfg.objective, "data": data, "config": dataclasses.asdict(cfg),
                                  "aligned_start": aligned and {k: v for k, v in aligned.items() if k != "step"},
