@@ -309,11 +309,16 @@ def train_backbone_cmd(**opts) -> None:
               help="Start a residual linear fuser by least squares toward each demonstration's own image "
                    "embeddings pooled to --residual-tokens, fitted on N demonstrations (0: start at zero; "
                    "default: 512 where the fuser is residual and linear, else 0).")
+@click.option("--align-data", default=None,
+              help="Dataset spec (as --data) whose demonstrations make up half of the aligned start's fit: the "
+                   "demo pool of an image domain the training data lacks. Only images and texts are used.")
+@click.option("--ridge", type=float, default=1e-5, show_default=True,
+              help="Ridge penalty of the aligned start's least squares (times the number of rows).")
 @click.option("--pool-tokens", type=int, default=None, help="Pool each demonstration to this many fused tokens.")
 @click.option("--max-shots", default=8, show_default=True, help="Most demonstrations in a training sequence.")
 def train_fuser_cmd(out, data, limit, steps, stop_after, batch_size, grad_accum, lr, objective, kind, residual,
-                    layer, normalize, residual_tokens, align, pool_tokens, max_shots, seed, save_every, eval_every,
-                    mixed_precision, **opts) -> None:
+                    layer, normalize, residual_tokens, align, align_data, ridge, pool_tokens, max_shots, seed,
+                    save_every, eval_every, mixed_precision, **opts) -> None:
     """Train a fuser for a frozen backbone (the AIM setting: fused earlier demonstrations, the query's
     image and question, loss on its answer). Resumes from OUT/state.pt; writes OUT/fusion_config.json,
     OUT/fusion_model.safetensors, OUT/log.jsonl and OUT/loss.png."""
@@ -323,6 +328,7 @@ def train_fuser_cmd(out, data, limit, steps, stop_after, batch_size, grad_accum,
                            batch_size=batch_size, grad_accum=grad_accum, lr=lr, objective=objective, kind=kind,
                            residual=residual, layer=layer, normalize=normalize, pool_tokens=pool_tokens,
                            residual_tokens=(residual_tokens or None) if residual else None, align=align,
+                           align_data=align_data, ridge=ridge,
                            max_shots=max_shots, seed=seed, save_every=save_every, eval_every=eval_every,
                            mixed_precision=mixed_precision)
     click.echo(f"fuser checkpoint: {train_fuser(_load_backbone(opts), cfg)}")

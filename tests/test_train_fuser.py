@@ -158,3 +158,25 @@ def test_documents_with_a_broken_line_name_it(tmp_path):
     path.write_text('{"images": ["a.png", null], "texts": [null, "x"]}\n{"images": [\n')
     with pytest.raises(AimError, match=r"docs.jsonl, document 1: not a JSON object"):
         load_documents(str(path))
+
+
+def test_align_data_supplies_half_of_the_aligned_start(backbone, dataset, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    rows = []
+    for i in range(6):  # a second image domain: flat grey squares, a question the pool never asks
+        Image.new("RGB", (28, 28), (40 * i,) * 3).save(other / f"g{i}.png")
+        rows.append({"question_id": f"g{i}", "image": f"g{i}.png", "question": "how bright?", "answers": [str(i)]})
+    (other / "grey.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = str(other / "grey.jsonl")
+    source = training.SequenceSource(config("unused", dataset))
+    demos = training.align_demos(source, training.FuserTrainConfig(align=10, layer=-1, align_data=spec))
+    assert len(demos) == 10
+    assert [d.question for d in demos].count("how bright?") == 5  # half from --align-data
+    assert [d.question for d in demos[:5]] == ["what colour?"] * 5  # the rest from the training data
+    out = training.train_fuser(backbone, config(tmp_path / "run", dataset, steps=0, align=10, align_data=spec))
+    fuser = Fuser.from_pretrained(out, backbone=backbone)
+    assert fuser.config.training["config"]["align_data"] == spec
+    assert fuser.config.training["aligned_start"]["align_demos"] == 10
+    with pytest.raises(AimError, match="--align-data .* needs the aligned start"):
+        training.FuserTrainConfig(align=0, align_data=spec)

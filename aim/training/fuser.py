@@ -66,6 +66,7 @@ class FuserTrainConfig:
     align: Optional[int] = None  # demos for the closed-form start (aim.training.align); 0: zero start;
     # None: 512 where the fuser can take it (residual linear with residual_tokens), else 0
     ridge: float = 1e-5
+    align_data: Optional[str] = None  # a dataset spec: half the aligned start's demonstrations come from it
     max_shots: int = 8
     vqa_fraction: float = 0.25  # pocket episodes: share of easy-VQA runs (the rest is label binding)
     seed: int = 0
@@ -81,6 +82,8 @@ class FuserTrainConfig:
         alignable = self.kind == "linear" and self.residual and self.residual_tokens is not None
         if self.align is None:
             self.align = 512 if alignable else 0
+        if self.align_data and not self.align:
+            raise AimError(f"--align-data {self.align_data} needs the aligned start: pass --align N (N > 0)")
         if self.align and not alignable:
             raise AimError(f"--align {self.align} needs a residual linear fuser with residual tokens (got kind="
                            f"{self.kind}, residual={self.residual}, residual_tokens={self.residual_tokens}): "
@@ -202,15 +205,28 @@ def new_fuser(backbone: Backbone, cfg: FuserTrainConfig) -> Fuser:
 
 
 def align_demos(source: "SequenceSource", cfg: FuserTrainConfig) -> list:
-    """``cfg.align`` demonstrations (with their images) drawn from the training sequences."""
+    """``cfg.align`` demonstrations (with their images) for the aligned start: drawn from the training
+    sequences, or, with ``cfg.align_data``, half of them from that dataset (say, the demo pool of a new
+    image domain: the fit needs its images and texts, never its answers' correctness)."""
     rng = np.random.default_rng([cfg.seed, 2 * 10**6])
-    demos = []
-    for _ in range(50 * cfg.align):
-        if len(demos) >= cfg.align:
+    extra = []
+    if cfg.align_data:
+        from ..data.spec import load_records
+        from ..images import load_image
+
+        records = load_records(cfg.align_data)
+        picks = rng.permutation(len(records))[:cfg.align // 2]
+        extra = [Demo(load_image(records[i].image), records[i].question, records[i].answer) for i in picks]
+        if len(extra) < 2:
+            raise AimError(f"--align-data {cfg.align_data}: {len(records)} records; the aligned start needs at "
+                           "least 2 with images")
+    demos, wanted = [], cfg.align - len(extra)
+    for _ in range(50 * wanted):
+        if len(demos) >= wanted:
             break
         seq = source.sample(rng)
         demos += [d for d in seq.demos if d.image is not None]
-    return demos[:cfg.align]
+    return demos[:wanted] + extra
 
 
 def train_fuser(backbone: Backbone, cfg: FuserTrainConfig) -> str:
