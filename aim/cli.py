@@ -305,6 +305,9 @@ def train_backbone_cmd(**opts) -> None:
 @click.option("--normalize", default="rms", show_default=True, type=click.Choice(["rms", "none"]))
 @click.option("--residual-tokens", type=int, default=4, show_default=True,
               help="Residual fusers: add the projection to the first N fused tokens only (0: to every token).")
+@click.option("--residual-mode", default="add", show_default=True, type=click.Choice(["add", "prepend"]),
+              help="add: the projection goes onto the first N text embeddings (one fused token per text token); "
+                   "prepend: it becomes N fused tokens of their own ahead of the text (N more per demonstration).")
 @click.option("--align", type=int, default=None,
               help="Start a residual linear fuser by least squares toward each demonstration's own image "
                    "embeddings pooled to --residual-tokens, fitted on N demonstrations (0: start at zero; "
@@ -317,7 +320,7 @@ def train_backbone_cmd(**opts) -> None:
 @click.option("--pool-tokens", type=int, default=None, help="Pool each demonstration to this many fused tokens.")
 @click.option("--max-shots", default=8, show_default=True, help="Most demonstrations in a training sequence.")
 def train_fuser_cmd(out, data, limit, steps, stop_after, batch_size, grad_accum, lr, objective, kind, residual,
-                    layer, normalize, residual_tokens, align, align_data, ridge, pool_tokens, max_shots, seed,
+                    layer, normalize, residual_tokens, residual_mode, align, align_data, ridge, pool_tokens, max_shots, seed,
                     save_every, eval_every, mixed_precision, **opts) -> None:
     """Train a fuser for a frozen backbone (the AIM setting: fused earlier demonstrations, the query's
     image and question, loss on its answer). Resumes from OUT/state.pt; writes OUT/fusion_config.json,
@@ -328,6 +331,7 @@ def train_fuser_cmd(out, data, limit, steps, stop_after, batch_size, grad_accum,
                            batch_size=batch_size, grad_accum=grad_accum, lr=lr, objective=objective, kind=kind,
                            residual=residual, layer=layer, normalize=normalize, pool_tokens=pool_tokens,
                            residual_tokens=(residual_tokens or None) if residual else None, align=align,
+                           residual_mode=residual_mode,
                            align_data=align_data, ridge=ridge,
                            max_shots=max_shots, seed=seed, save_every=save_every, eval_every=eval_every,
                            mixed_precision=mixed_precision)

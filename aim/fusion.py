@@ -3,7 +3,7 @@
 The backbone reads a demonstration (image + question + answer); its hidden states at the T text
 positions, ``(T, hidden_size)``, have already attended to the image. The fuser maps them into the
 LLM's input-embedding space, ``(T', embed_size)``, with T' = T (one fused token per text token, as in
-the AIM paper) or T' = min(T, pool_tokens). On the way: adaptive average pooling over the token axis
+the AIM paper) or T' = min(T, pool_tokens), plus m with ``residual_mode="prepend"``. On the way: adaptive average pooling over the token axis
 (optional), RMS normalisation (optional), then the projection, the only trained part. A residual
 fuser adds the demonstration's own text embeddings (pooled alike) to a projection that starts at
 zero. Saved in the peft manner: ``fusion_config.json`` + ``fusion_model.safetensors``.
@@ -31,6 +31,7 @@ CONFIG_NAME = "fusion_config.json"
 WEIGHTS_NAME = "fusion_model.safetensors"
 KINDS = ("linear", "mlp", "identity")
 NORMALIZE = ("none", "rms")
+RESIDUAL_MODES = ("add", "prepend")
 INITS = ("identity", "default")
 RMS_EPS = 1e-6
 
@@ -59,6 +60,11 @@ class FusionConfig:
         "help": "residual fusers: the projection is added to the first m fused tokens only, the rest stay the "
                 "demonstration's text embeddings (None: every token). The pocket fuser writes its image "
                 "summary into the first 4 tokens (docs/fuser-design.md)"})
+    residual_mode: str = field(default="add", metadata={
+        "help": "with residual_tokens m: add (the projection of the first m states is added onto the first m "
+                "text embeddings; T' = T) or prepend (it becomes m fused tokens of their own ahead of the text "
+                "embeddings; T' = T + m), the form in which oracle demonstrations of an unseen image domain "
+                "bound labels best (docs/fuser-design.md)"})
     pool_tokens: Optional[int] = field(default=None, metadata={
         "help": "None: one fused token per text token; m: adaptive average pooling to m tokens "
                 "(demonstrations shorter than m keep their T tokens)"})
@@ -81,7 +87,8 @@ class FusionConfig:
         positive_int("embed_size", self.embed_size)
         if isinstance(self.layer, bool) or not isinstance(self.layer, int):
             raise ValueError(f"layer must be an integer, got {self.layer!r}")
-        for name, allowed in (("kind", KINDS), ("normalize", NORMALIZE), ("init", INITS)):
+        for name, allowed in (("kind", KINDS), ("normalize", NORMALIZE), ("init", INITS),
+                              ("residual_mode", RESIDUAL_MODES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         if not self.mlp_ratio > 0:
@@ -92,6 +99,8 @@ class FusionConfig:
             positive_int("residual_tokens", self.residual_tokens)
             if not self.residual:
                 raise ValueError("residual_tokens needs residual=True (it says where the projection is added)")
+        if self.residual_mode == "prepend" and self.residual_tokens is None:
+            raise ValueError("residual_mode='prepend' needs residual_tokens (how many tokens to put ahead of the text)")
         if self.target_norm is not None:
             if not self.target_norm > 0:
                 raise ValueError(f"target_norm must be > 0 or None, got {self.target_norm!r}")
@@ -202,17 +211,19 @@ class Fuser(nn.Module):
         prepared = self._prepare(hidden)
         if not self.config.residual:
             return self.proj(prepared)
-        return self._add(self._text(text_embeds, hidden.shape[0]), self.proj(prepared[:self._written(prepared)]))
+        return self._join(self._text(text_embeds, hidden.shape[0]), self.proj(prepared[:self._written(prepared)]))
 
     def _written(self, prepared: torch.Tensor) -> int:
         """How many leading tokens the residual projection writes into."""
         m = self.config.residual_tokens
         return prepared.shape[0] if m is None else min(m, prepared.shape[0])
 
-    @staticmethod
-    def _add(text: torch.Tensor, projected: torch.Tensor) -> torch.Tensor:
-        """text (T', E) with the projection (m <= T' rows) added to its first m rows."""
+    def _join(self, text: torch.Tensor, projected: torch.Tensor) -> torch.Tensor:
+        """text (T', E) and the projection (m <= T' rows): added onto the first m rows (add), or ahead of
+        the text as m rows of their own (prepend)."""
         text = text.to(projected)
+        if self.config.residual_mode == "prepend":
+            return torch.cat([projected, text])
         m = projected.shape[0]
         return projected + text if m == text.shape[0] else torch.cat([text[:m] + projected, text[m:]])
 
@@ -234,7 +245,7 @@ class Fuser(nn.Module):
             prepared = [p[:self._written(p)] for p in prepared]
         fused = self.proj(torch.cat(prepared)).split([p.shape[0] for p in prepared])
         if self.config.residual:
-            fused = [self._add(self._text(t, s.hidden.shape[0]), f) for s, t, f in zip(states, texts, fused)]
+            fused = [self._join(self._text(t, s.hidden.shape[0]), f) for s, t, f in zip(states, texts, fused)]
         return list(fused)
 
     def fuse_demos(self, backbone, demos: Sequence, grad: bool = False) -> list[torch.Tensor]:

@@ -115,6 +115,27 @@ def test_residual_tokens_write_only_the_first_tokens():
         torch.testing.assert_close(fuser(states[i].hidden, text), fused)  # one at a time = batched
 
 
+def test_prepend_mode_puts_the_written_tokens_ahead_of_the_text():
+    backbone = FakeBackbone()
+    states = backbone.read_demos(DEMOS)
+    texts = [backbone.embed_tokens(s.token_ids).detach() for s in states]
+    added = Fuser.for_backbone(backbone, residual=True, residual_tokens=2, normalize="rms")
+    nn.init.normal_(added.proj.weight)
+    prepended = Fuser.for_backbone(backbone, residual=True, residual_tokens=2, residual_mode="prepend",
+                                   normalize="rms")
+    prepended.load_state_dict(added.state_dict())
+    batch = prepended.fuse_demos(backbone, DEMOS)
+    for i, (fused, summed, text) in enumerate(zip(batch, added.fuse_demos(backbone, DEMOS), texts)):
+        assert fused.shape == (text.shape[0] + 2, H)  # two tokens more than the text
+        assert torch.equal(fused[2:], text)  # the text embeddings whole, after them
+        torch.testing.assert_close(fused[:2] + text[:2], summed[:2])  # the same projection add mode adds
+        torch.testing.assert_close(prepended(states[i].hidden, text), fused)  # one at a time = batched
+    with pytest.raises(ValueError, match="residual_mode"):
+        FusionConfig(hidden_size=H, residual=True, residual_mode="prepend")  # needs residual_tokens
+    with pytest.raises(ValueError, match="residual_mode"):
+        FusionConfig(hidden_size=H, residual=True, residual_tokens=2, residual_mode="before")
+
+
 def test_identity_init_and_rms_target_norm():
     backbone = FakeBackbone()
     fused = Fuser.for_backbone(backbone, normalize="rms", target_norm=3.0).fuse_demos(backbone, DEMOS)
@@ -131,6 +152,7 @@ def test_save_load_round_trip(tmp_path):
     backbone = FakeBackbone(layer=-2)
     for i, options in enumerate([{}, {"kind": "mlp", "residual": True, "normalize": "rms", "target_norm": 2.0},
                                  {"residual": True, "residual_tokens": 2},
+                                 {"residual": True, "residual_tokens": 2, "residual_mode": "prepend"},
                                  {"pool_tokens": 3}, {"kind": "identity"}]):
         fuser = Fuser.for_backbone(backbone, **options)
         if fuser.proj is not None:  # train a little, so that the zero-initialised layer holds something

@@ -180,3 +180,17 @@ def test_align_data_supplies_half_of_the_aligned_start(backbone, dataset, tmp_pa
     assert fuser.config.training["aligned_start"]["align_demos"] == 10
     with pytest.raises(AimError, match="--align-data .* needs the aligned start"):
         training.FuserTrainConfig(align=0, align_data=spec)
+
+
+def test_prepend_mode_trains_and_writes_its_tokens_ahead(backbone, dataset, tmp_path):
+    out = training.train_fuser(backbone, config(tmp_path, dataset, steps=2, residual_tokens=2,
+                                                residual_mode="prepend"))
+    fuser = Fuser.from_pretrained(out, backbone=backbone)
+    assert fuser.config.residual_mode == "prepend" and fuser.config.residual_tokens == 2
+    demo = aim.Demo(Image.new("RGB", (28, 28), "red"), "what colour?", "red")
+    text = backbone.embed_tokens(backbone.demo_token_ids(demo))
+    fused = fuser.fuse_demos(backbone, [demo])[0]
+    assert fused.shape[0] == text.shape[0] + 2 and torch.equal(fused[2:], text)
+    assert fused[:2].norm(dim=-1).min() > 0  # the aligned start wrote something there
+    with pytest.raises(AimError, match="--residual-mode prepend needs"):
+        training.FuserTrainConfig(residual_tokens=None, residual_mode="prepend")

@@ -61,6 +61,7 @@ class FuserTrainConfig:
     normalize: str = "rms"
     target_norm: Optional[float] = -1.0  # -1: the backbone's mean input-embedding norm; None: unit RMS
     residual_tokens: Optional[int] = 4  # residual: the projection writes into the first 4 tokens only
+    residual_mode: str = "add"  # or prepend: those 4 tokens go ahead of the text embeddings
     pool_tokens: Optional[int] = None
     init_scale: float = 1.0
     align: Optional[int] = None  # demos for the closed-form start (aim.training.align); 0: zero start;
@@ -82,6 +83,9 @@ class FuserTrainConfig:
         alignable = self.kind == "linear" and self.residual and self.residual_tokens is not None
         if self.align is None:
             self.align = 512 if alignable else 0
+        if self.residual_mode == "prepend" and not (self.residual and self.residual_tokens):
+            raise AimError("--residual-mode prepend needs a residual fuser with --residual-tokens N (N > 0): the N "
+                           "tokens it puts ahead of the text")
         if self.align_data and not self.align:
             raise AimError(f"--align-data {self.align_data} needs the aligned start: pass --align N (N > 0)")
         if self.align and not alignable:
@@ -201,6 +205,7 @@ def new_fuser(backbone: Backbone, cfg: FuserTrainConfig) -> Fuser:
     return Fuser.for_backbone(backbone, kind=cfg.kind, residual=cfg.residual, layer=cfg.layer,
                               normalize=cfg.normalize, target_norm=target if cfg.normalize == "rms" else None,
                               residual_tokens=cfg.residual_tokens if cfg.residual else None,
+                              residual_mode=cfg.residual_mode if cfg.residual and cfg.residual_tokens else "add",
                               pool_tokens=cfg.pool_tokens, init_scale=cfg.init_scale)
 
 
