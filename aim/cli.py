@@ -320,8 +320,8 @@ def train_backbone_cmd(**opts) -> None:
 @click.option("--pool-tokens", type=int, default=None, help="Pool each demonstration to this many fused tokens.")
 @click.option("--max-shots", default=8, show_default=True, help="Most demonstrations in a training sequence.")
 def train_fuser_cmd(out, data, limit, steps, stop_after, batch_size, grad_accum, lr, objective, kind, residual,
-                    layer, normalize, residual_tokens, residual_mode, align, align_data, ridge, pool_tokens, max_shots, seed,
-                    save_every, eval_every, mixed_precision, **opts) -> None:
+                    layer, normalize, residual_tokens, residual_mode, align, align_data, ridge, pool_tokens,
+                    max_shots, seed, save_every, eval_every, mixed_precision, **opts) -> None:
     """Train a fuser for a frozen backbone (the AIM setting: fused earlier demonstrations, the query's
     image and question, loss on its answer). Resumes from OUT/state.pt; writes OUT/fusion_config.json,
     OUT/fusion_model.safetensors, OUT/log.jsonl and OUT/loss.png."""
@@ -330,9 +330,8 @@ def train_fuser_cmd(out, data, limit, steps, stop_after, batch_size, grad_accum,
     cfg = FuserTrainConfig(out=out, data=data, limit=limit, steps=steps, stop_after=stop_after,
                            batch_size=batch_size, grad_accum=grad_accum, lr=lr, objective=objective, kind=kind,
                            residual=residual, layer=layer, normalize=normalize, pool_tokens=pool_tokens,
-                           residual_tokens=(residual_tokens or None) if residual else None, align=align,
-                           residual_mode=residual_mode,
-                           align_data=align_data, ridge=ridge,
+                           residual_tokens=(residual_tokens or None) if residual else None,
+                           residual_mode=residual_mode, align=align, align_data=align_data, ridge=ridge,
                            max_shots=max_shots, seed=seed, save_every=save_every, eval_every=eval_every,
                            mixed_precision=mixed_precision)
     click.echo(f"fuser checkpoint: {train_fuser(_load_backbone(opts), cfg)}")

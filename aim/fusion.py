@@ -3,10 +3,11 @@
 The backbone reads a demonstration (image + question + answer); its hidden states at the T text
 positions, ``(T, hidden_size)``, have already attended to the image. The fuser maps them into the
 LLM's input-embedding space, ``(T', embed_size)``, with T' = T (one fused token per text token, as in
-the AIM paper) or T' = min(T, pool_tokens), plus m with ``residual_mode="prepend"``. On the way: adaptive average pooling over the token axis
-(optional), RMS normalisation (optional), then the projection, the only trained part. A residual
-fuser adds the demonstration's own text embeddings (pooled alike) to a projection that starts at
-zero. Saved in the peft manner: ``fusion_config.json`` + ``fusion_model.safetensors``.
+the AIM paper) or T' = min(T, pool_tokens), plus m with ``residual_mode="prepend"``. On the way:
+adaptive average pooling over the token axis (optional), RMS normalisation (optional), then the
+projection, the only trained part. A residual fuser adds the demonstration's own text embeddings
+(pooled alike) to a projection that starts at zero, or puts its first m rows ahead of them. Saved
+in the peft manner: ``fusion_config.json`` + ``fusion_model.safetensors``.
 """
 from __future__ import annotations
 

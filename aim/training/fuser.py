@@ -205,7 +205,7 @@ def new_fuser(backbone: Backbone, cfg: FuserTrainConfig) -> Fuser:
     return Fuser.for_backbone(backbone, kind=cfg.kind, residual=cfg.residual, layer=cfg.layer,
                               normalize=cfg.normalize, target_norm=target if cfg.normalize == "rms" else None,
                               residual_tokens=cfg.residual_tokens if cfg.residual else None,
-                              residual_mode=cfg.residual_mode if cfg.residual and cfg.residual_tokens else "add",
+                              residual_mode=cfg.residual_mode,
                               pool_tokens=cfg.pool_tokens, init_scale=cfg.init_scale)
 
 
