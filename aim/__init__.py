@@ -1,17 +1,24 @@
-"""aim: many-shot multimodal in-context learning for frozen MLLMs (the AIM method)."""
+"""aim: many-shot multimodal in-context learning for frozen MLLMs (the AIM method).
+
+The public names below are imported from their modules on first use (aim/lazy.py), so
+``import aim`` is cheap; ``aim.FewShot`` then loads what it needs.
+"""
 import logging
 
-from .api import Answer, FewShot
-from .backbones import Backbone, Demo, Virtual, available, load_backbone
-from .bank import DemoBank
-from .compress import compress_demos
-from .data.spec import load_records
-from .errors import AimError, BackboneError, ImageError
-from .fusion import Fuser, FusionConfig
+from .lazy import lazy_exports
 
 __version__ = "0.1.0"
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-__all__ = ["AimError", "Answer", "Backbone", "BackboneError", "Demo", "DemoBank", "FewShot", "Fuser",
-           "FusionConfig", "ImageError", "Virtual", "available", "compress_demos", "load_backbone", "load_records",
-           "__version__"]
+_EXPORTS = {
+    "Answer": ".api", "FewShot": ".api",
+    "Backbone": ".backbones", "Demo": ".backbones", "Virtual": ".backbones", "available": ".backbones",
+    "load_backbone": ".backbones",
+    "DemoBank": ".bank",
+    "compress_demos": ".compress",
+    "load_records": ".data.spec",
+    "AimError": ".errors", "BackboneError": ".errors", "ImageError": ".errors",
+    "Fuser": ".fusion", "FusionConfig": ".fusion", "load_fuser": ".fusion",
+}
+__all__ = sorted(_EXPORTS) + ["__version__"]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -5,10 +5,12 @@
     answers = fs.generate([image], ["what shape is this?"], shots=16, select="image")
 
 A thin face over the pieces: backbone (reads and answers), fuser (fused tokens), DemoBank (disk),
-KeyIndex (FAISS retrieval over the bank's keys) and prompt assembly.
+KeyIndex (FAISS retrieval over the bank's keys) and prompt assembly. One id space: the index's ids
+are bank positions, and ``demo_ids`` turns them into the bank's demo ids.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -18,13 +20,15 @@ import numpy as np
 from .backbones import load_backbone
 from .backbones.base import Backbone, Demo
 from .bank import DemoBank
-from .compress import compress_demos, fuser_fingerprint, load_fuser
+from .compress import compress_demos
 from .data.record import Record
 from .errors import AimError
-from .fusion import Fuser
+from .fusion import Fuser, load_fuser
 from .images import ImageLike, load_image
 from .prompting import assemble
 from .retrieval import KeyIndex, TextEmbedder, hybrid_keys, select_demos
+
+logger = logging.getLogger(__name__)
 
 SELECT = ("random", "image", "text", "hybrid")
 #: the bank keys each selection reads (random draws from the image index's ids)
@@ -65,7 +69,7 @@ class FewShot:
     def open_bank(self, folder: str) -> DemoBank:
         """Open a bank made with this backbone and fuser (anything else is a clear error)."""
         self.bank = DemoBank.open(folder, backbone=self.backbone.fingerprint(layer=self.fuser.config.layer),
-                                  fuser=fuser_fingerprint(self.fuser))
+                                  fuser=self.fuser.fingerprint())
         self._indexes.clear()
         return self.bank
 
@@ -76,21 +80,24 @@ class FewShot:
         return self.open_bank(out)
 
     def _index(self, kind: str) -> KeyIndex:
-        """The FAISS index over the bank's keys of one kind, saved beside the bank."""
+        """The FAISS index over the bank's keys of one kind (ids: bank positions), saved in the bank
+        folder and listed in its manifest; rebuilt when the bank grew since."""
         if kind not in self._indexes:
-            path = os.path.join(self.bank.folder, f"index.{kind}.faiss")
-            index = None
-            if os.path.isfile(path + ".json"):
+            path, index = self.bank.index_path(kind), None
+            if path is not None:
                 index = KeyIndex.load(path)
-                if len(index) != len(self.bank):
-                    index = None  # the bank grew since
+                if not np.array_equal(index.ids, np.arange(len(self.bank))):
+                    logger.info("%s does not cover the bank's %d demonstrations: rebuilding it", path, len(self.bank))
+                    index = None
             if index is None:
                 if kind == "hybrid":
                     keys = hybrid_keys(self.bank.keys("image")[0].numpy(), self.bank.keys("text")[0].numpy())
                 else:
                     keys = self.bank.keys(kind)[0].numpy()
                 index = KeyIndex.build(keys, np.arange(len(self.bank)), kind="auto")
-                index.save(path)
+                name = f"index.{kind}.faiss"
+                index.save(os.path.join(self.bank.folder, name))
+                self.bank.record_index(kind, name, len(index))
             self._indexes[kind] = index
         return self._indexes[kind]
 
@@ -103,9 +110,9 @@ class FewShot:
             text = self._text(list(questions)).numpy()
         return image if kind == "image" else text if kind == "text" else hybrid_keys(image, text)
 
-    def select(self, images: Sequence[ImageLike], questions: Sequence[str], shots: int, select: str = "image",
-               seed: int = 0, exclude: Optional[Sequence] = None,
-               query_numbers: Optional[Sequence[int]] = None) -> list[list[str]]:
+    def demo_ids(self, images: Sequence[ImageLike], questions: Sequence[str], shots: int, select: str = "image",
+                 seed: int = 0, exclude: Optional[Sequence] = None,
+                 query_numbers: Optional[Sequence[int]] = None) -> list[list[str]]:
         """Bank ids of ``shots`` demonstrations per query, most similar last (random: seeded).
         ``exclude``: one id per query never to return (the query itself when it sits in the pool);
         ``query_numbers``: a stable number per query (its place in the dataset), so that a random
@@ -132,7 +139,7 @@ class FewShot:
         """Answer each (image, question) with ``shots`` demonstrations from the bank. ``method``:
         fused (the bank's fused tokens), raw (the demonstrations' images and texts), text, or zero."""
         images = [load_image(i) for i in images]
-        chosen = self.select(images, questions, shots, select, seed, exclude) if shots and method != "zero" \
+        chosen = self.demo_ids(images, questions, shots, select, seed, exclude) if shots and method != "zero" \
             else [[] for _ in questions]
         if method == "fused":
             batch = assemble(self.backbone, "fused", images, questions,

@@ -7,6 +7,8 @@ bank.json                 manifest: format version, backbone and fuser fingerpri
 shard-00000.safetensors   "tokens" (sum of T_i, hidden) fused tokens of the shard's demos, concatenated;
                           "offsets" (n + 1,) int64 row offsets; "keys.<kind>" (n, d) float32 retrieval keys
 shard-00000.jsonl         one line per demo: id, question, answers, image (path or hash), extra
+index.image.faiss         a FAISS index over one kind of key (written by aim.FewShot, listed in the
+                          manifest with the count it covers); its ids are bank positions 0..N-1
 ```
 
 Appending is atomic: a shard's two files are written under temporary names and renamed, then the
@@ -21,33 +23,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .checkpoint import write_json
-from .errors import AimError
+from .errors import BankError
+from .saving import write_json
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST = "bank.json"
-
-
-class BankError(AimError):
-    """A bank folder that is missing, damaged, or made for another backbone or fuser."""
-
-
-@dataclass
-class BankEntry:
-    """One demonstration as the bank keeps it."""
-
-    id: str
-    fused: torch.Tensor  # (tokens, hidden)
-    meta: dict
 
 
 def _describe(fp: Optional[dict]) -> str:
@@ -68,16 +56,17 @@ class DemoBank:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def create(cls, folder: str, backbone: dict, fuser: dict, hidden_size: int) -> "DemoBank":
-        """A new bank, or the existing one at ``folder`` when it was made with the same backbone and
-        fuser (resuming); files of an interrupted append are removed."""
+    def create(cls, folder: str, backbone: dict, fuser: dict, embed_size: int) -> "DemoBank":
+        """A new bank of fused tokens of width ``embed_size`` (the LLM's input-embedding size), or the
+        existing one at ``folder`` when it was made with the same backbone and fuser (resuming); files
+        of an interrupted append are removed."""
         if os.path.isfile(os.path.join(folder, MANIFEST)):
             bank = cls.open(folder, backbone=backbone, fuser=fuser)
             bank._remove_orphans()
             return bank
         os.makedirs(folder, exist_ok=True)
         manifest = {"format_version": FORMAT_VERSION, "backbone": backbone, "fuser": fuser,
-                    "hidden_size": hidden_size, "count": 0, "tokens": 0, "shards": []}
+                    "embed_size": embed_size, "count": 0, "tokens": 0, "shards": []}
         write_json(os.path.join(folder, MANIFEST), manifest)
         bank = cls(folder, manifest)
         bank._remove_orphans()
@@ -137,10 +126,10 @@ class DemoBank:
         dup = [i for i in ids if str(i) in self._index]
         if dup or len(set(map(str, ids))) != len(ids):
             raise BankError(f"bank {self.folder}: demo ids already present or repeated: {dup[:5] or 'in this batch'}")
-        hidden = self.manifest["hidden_size"]
+        width = self.embed_size
         for i, f in zip(ids, fused):
-            if f.dim() != 2 or f.shape[1] != hidden:
-                raise BankError(f"demo {i}: fused tokens of shape {tuple(f.shape)}, the bank holds (tokens, {hidden})")
+            if f.dim() != 2 or f.shape[1] != width:
+                raise BankError(f"demo {i}: fused tokens of shape {tuple(f.shape)}, the bank holds (tokens, {width})")
         number = len(self.manifest["shards"])
         name, meta_name = f"shard-{number:05d}.safetensors", f"shard-{number:05d}.jsonl"
         lengths = torch.tensor([0] + [f.shape[0] for f in fused], dtype=torch.int64)
@@ -178,6 +167,11 @@ class DemoBank:
     @property
     def backbone(self) -> dict:
         return self.manifest["backbone"]
+
+    @property
+    def embed_size(self) -> int:
+        """The width of the fused tokens (banks of the first release call it hidden_size)."""
+        return self.manifest.get("embed_size") or self.manifest["hidden_size"]
 
     @property
     def fuser(self) -> dict:
@@ -233,15 +227,29 @@ class DemoBank:
         offsets = handle.get_slice("offsets")[row:row + 2]
         return handle.get_slice("tokens")[int(offsets[0]):int(offsets[1])]
 
-    def get(self, demo_ids: Iterable) -> list[BankEntry]:
-        return [BankEntry(str(i), self.fused(i), self.meta(i)) for i in demo_ids]
-
     def keys(self, kind: str) -> tuple[torch.Tensor, list[str]]:
         """All keys of one kind (N, d) with their demo ids, in bank order."""
         if kind not in (self.manifest.get("key_kinds") or []):
             raise BankError(f"bank {self.folder} has no {kind!r} keys (it has {self.manifest.get('key_kinds')})")
         parts = [self._handle(n).get_tensor(f"keys.{kind}") for n in range(len(self.manifest["shards"]))]
         return torch.cat(parts), self.ids()
+
+    # ------------------------------------------------------------------ retrieval indexes
+    def index_path(self, kind: str) -> Optional[str]:
+        """The index file over ``kind`` keys that the manifest lists for the bank as it is now, or
+        None (never built, or built before the bank grew)."""
+        entry = (self.manifest.get("indexes") or {}).get(kind)
+        if entry is None or entry["count"] != len(self):
+            return None
+        path = os.path.join(self.folder, entry["file"])
+        return path if os.path.isfile(path) else None
+
+    def record_index(self, kind: str, file: str, count: int) -> None:
+        """List an index file (in the bank folder) over ``count`` keys of ``kind`` in the manifest."""
+        indexes = dict(self.manifest.get("indexes") or {}, **{kind: {"file": file, "count": count}})
+        manifest = dict(self.manifest, indexes=indexes)
+        write_json(os.path.join(self.folder, MANIFEST), manifest)
+        self.manifest = manifest
 
     def size_bytes(self) -> int:
         return sum(os.path.getsize(os.path.join(self.folder, f)) for f in os.listdir(self.folder))

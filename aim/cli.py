@@ -2,16 +2,39 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
 
+from .backbones.pocket.config import BackboneTrainConfig, ConnectorTrainConfig
 from .errors import AimError
+from .fusion.config import TARGET_EMBEDDINGS, TRAINED_FUSER
+from .training.config import FuserTrainConfig
+
+#: libraries whose warnings and progress bars are shown with -v only (a user sees aim's own bars,
+#: warnings and the table otherwise)
+QUIET_UNLESS_VERBOSE = ("transformers", "accelerate", "peft", "bitsandbytes", "kernels", "datasets",
+                        "huggingface_hub", "py.warnings")
 
 
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.captureWarnings(True)  # Python warnings (FutureWarning ...) go through logging as py.warnings
+    if verbose:
+        return
+    for name in QUIET_UNLESS_VERBOSE:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    # read by transformers and huggingface_hub when they are imported (after this): no weight-loading
+    # bars, warnings only when they are errors
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # imported already (a test, or a caller's own code)
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -104,8 +127,9 @@ def ask(image: str, question: str, max_new_tokens: int, **opts) -> None:
 @click.option("--keys", default="image", show_default=True, help="Retrieval keys to store: image, text or image,text.")
 def compress_demos_cmd(fuser, dataset, out, limit, batch_size, shard_size, keys, **opts) -> None:
     """Turn a pool of demonstrations into a demo bank on disk (resumable: run it again after an interrupt)."""
-    from .compress import compress_demos, load_fuser
+    from .compress import compress_demos
     from .data.spec import load_records
+    from .fusion import load_fuser
 
     records = load_records(dataset, limit)
     backbone = _load_backbone(opts)
@@ -117,6 +141,12 @@ def compress_demos_cmd(fuser, dataset, out, limit, batch_size, shard_size, keys,
     click.echo(f"| {out} | {summary['demos']} ({summary['added']}) | {summary['fused_tokens_per_demo']:.1f} | "
                f"{raw if raw is None else f'{raw:.1f}'} | {summary['bank_bytes'] / 2**20:.2f} MiB | "
                f"{summary['seconds']:.1f} s | {summary['demos_per_second'] or 0:.1f} |")
+
+
+def _fuser(spec, backbone):
+    from .fusion import load_fuser
+
+    return load_fuser(spec, backbone)
 
 
 def _parsed(parser: str, *args):
@@ -171,7 +201,6 @@ def icl_eval_cmd(fuser, dataset, pool, pool_limit, bank, methods, shots, select,
     Writes OUTPUT/RUN_ID/results.json, samples.jsonl (every prediction), results.md (the table) and
     results.png (accuracy and prompt tokens against shots); prints the table. Resumable: run the same
     command again after an interrupt."""
-    from .compress import load_fuser
     from .data.spec import load_records
     from .eval.config import IclEvalConfig
     from .eval.runner import icl_eval
@@ -184,7 +213,7 @@ def icl_eval_cmd(fuser, dataset, pool, pool_limit, bank, methods, shots, select,
     backbone = _load_backbone(opts)
     needs_fuser = any(m != "zero" for m in methods) and any(k > 0 for k in shots)
     doc = icl_eval(backbone, records, config, output, run_id=run_id,
-                   fuser=load_fuser(fuser, backbone) if needs_fuser else None, pool=pool_records, bank=bank,
+                   fuser=_fuser(fuser, backbone) if needs_fuser else None, pool=pool_records, bank=bank,
                    progress=not quiet)
     from .eval.report import markdown_table
 
@@ -202,7 +231,7 @@ def info() -> None:
     import transformers
 
     from .backbones.registry import available
-    from .pocket.assets import cache_dir
+    from .cache import cache_dir
 
     click.echo(f"aim {__import__('aim').__version__}, torch {torch.__version__}, transformers {transformers.__version__}")
     click.echo(f"cuda available: {torch.cuda.is_available()}; cache: {cache_dir()}")
@@ -216,68 +245,66 @@ def train() -> None:
     """Train the small trainable parts: the pocket connector (stage 1), the pocket backbone (stage 2), fusers."""
 
 
+def _option(config, name: str, help: str = "", **kwargs):
+    """``--name`` with its default read from the trainer's config dataclass (one source of defaults)."""
+    spec = config.__dataclass_fields__[name]
+    for cls in config.__mro__:  # a subclass that sets another default keeps its parent's help
+        help = help or getattr(cls, "__dataclass_fields__", {}).get(name, spec).metadata.get("help", "")
+    help = help[:1].upper() + help[1:]
+    flag = "--" + name.replace("_", "-")
+    if spec.default is None:
+        return click.option(flag, default=None, help=help, **kwargs)
+    return click.option(flag, default=spec.default, show_default=True, help=help, **kwargs)
+
+
+def _run_options(config):
+    """The options every resumable training run has (RunConfig, aim/training/loop.py)."""
+    def add(f):
+        for name, extra in (("mixed_precision", {"type": click.Choice(["auto", "no", "bf16", "fp16"])}),
+                            ("eval_every", {}), ("save_every", {}), ("seed", {}), ("warmup", {}),
+                            ("grad_accum", {}), ("batch_size", {}), ("stop_after", {"type": int}), ("steps", {}),
+                            ("out", {})):
+            f = _option(config, name, **extra)(f)
+        return f
+    return add
+
+
 @train.command("connector")
-@click.option("--out", default="runs/connector", show_default=True, help="Run folder: checkpoint, log, loss curve.")
-@click.option("--steps", default=800, show_default=True, help="Length of the run (and of its learning-rate schedule).")
-@click.option("--stop-after", type=int, default=None,
-              help="End this invocation after this step with a usable checkpoint; run again to go on.")
-@click.option("--batch-size", default=16, show_default=True)
-@click.option("--lr", default=1e-3, show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--image-size", default=128, show_default=True, help="Vision input size (128 px: 16 image tokens).")
-@click.option("--easy-vqa-images", default=4000, show_default=True, help="easy-VQA train scenes to caption.")
-@click.option("--fashion-per-class", default=400, show_default=True, help="Fashion-MNIST train images per class.")
-@click.option("--save-every", default=50, show_default=True, help="Checkpoint period in steps (resume point).")
+@_run_options(ConnectorTrainConfig)
+@_option(ConnectorTrainConfig, "lr")
+@_option(ConnectorTrainConfig, "image_size", help="Vision input size (128 px: 16 image tokens).")
+@_option(ConnectorTrainConfig, "easy_vqa_images", help="easy-VQA train scenes to caption.")
+@_option(ConnectorTrainConfig, "fashion_per_class", help="Fashion-MNIST train images per class.")
 def train_connector_cmd(**opts) -> None:
     """LLaVA stage-1 training of the pocket connector on training-split captions.
 
-    Resumes from OUT/state.pt when it exists; writes OUT/connector_config.json,
+    Resumes from OUT/state/ when it exists; writes OUT/connector_config.json,
     OUT/connector.safetensors, OUT/log.jsonl and OUT/loss.png."""
-    from .training.connector import ConnectorTrainConfig, train_connector
+    from .backbones.pocket.train_connector import train_connector
 
     out = train_connector(ConnectorTrainConfig(**opts))
     click.echo(f"connector checkpoint: {out}")
 
 
-def _run_options(steps: int):
-    """The options every resumable training run has (the loop of aim/training/loop.py)."""
-    def add(f):
-        f = click.option("--mixed-precision", default="auto", show_default=True,
-                         type=click.Choice(["auto", "no", "bf16", "fp16"]), help="auto: bf16 on CUDA, none on CPU.")(f)
-        f = click.option("--eval-every", default=50, show_default=True, help="Held-out loss period in steps.")(f)
-        f = click.option("--save-every", default=20, show_default=True,
-                         help="Checkpoint period in steps (resume point).")(f)
-        f = click.option("--seed", default=0, show_default=True)(f)
-        f = click.option("--grad-accum", default=1, show_default=True, help="Micro-batches per optimizer step.")(f)
-        f = click.option("--batch-size", default=8, show_default=True,
-                         help="Sequences per optimizer step (per process).")(f)
-        f = click.option("--stop-after", type=int, default=None,
-                         help="End this invocation after this step with a usable checkpoint; run again to go on.")(f)
-        return click.option("--steps", default=steps, show_default=True,
-                            help="Length of the run (and of its learning-rate schedule).")(f)
-    return add
-
-
 @train.command("backbone")
-@_run_options(steps=320)
-@click.option("--out", default="runs/pocket-icl", show_default=True, help="Run folder: checkpoint, log, loss curve.")
+@_run_options(BackboneTrainConfig)
 @click.option("--init", default=None, help="Stage-1 connector folder to start from (default: the shipped one).")
-@click.option("--lr-connector", default=3e-4, show_default=True)
-@click.option("--lr-lora", default=2e-4, show_default=True)
-@click.option("--lora-r", default=16, show_default=True)
-@click.option("--lora-alpha", default=32, show_default=True)
-@click.option("--max-shots", default=10, show_default=True, help="Most demonstrations in a training sequence.")
-@click.option("--caption-fraction", default=0.15, show_default=True, help="Share of caption examples.")
-@click.option("--vqa-fraction", default=0.15, show_default=True, help="Share of easy-VQA question runs.")
-@click.option("--fashion-per-class", default=600, show_default=True, help="Fashion-MNIST train images per class.")
-@click.option("--easy-vqa-images", default=3000, show_default=True, help="easy-VQA train scenes.")
+@_option(BackboneTrainConfig, "lr_connector")
+@_option(BackboneTrainConfig, "lr_lora")
+@_option(BackboneTrainConfig, "lora_r")
+@_option(BackboneTrainConfig, "lora_alpha")
+@_option(BackboneTrainConfig, "max_shots", help="Most demonstrations in a training sequence.")
+@_option(BackboneTrainConfig, "caption_fraction", help="Share of caption examples.")
+@_option(BackboneTrainConfig, "vqa_fraction", help="Share of easy-VQA question runs.")
+@_option(BackboneTrainConfig, "fashion_per_class", help="Fashion-MNIST train images per class.")
+@_option(BackboneTrainConfig, "easy_vqa_images", help="easy-VQA train scenes.")
 def train_backbone_cmd(**opts) -> None:
     """Stage 2 of the pocket backbone: interleaved episodes (label binding with made-up words,
     easy-VQA question runs, captions; training splits only) train the connector and a LoRA, so the
     backbone learns in context. Runs through accelerate (`accelerate launch -m aim.cli train
-    backbone ...` for several devices). Resumes from OUT/state.pt; writes a pocket checkpoint
+    backbone ...` for several devices). Resumes from OUT/state/; writes a pocket checkpoint
     (connector + peft adapter) usable as `--backbone pocket:OUT`."""
-    from .training.backbone import BackboneTrainConfig, train_backbone
+    from .backbones.pocket.train_icl import train_backbone
 
     if opts["init"] is None:
         opts.pop("init")
@@ -287,25 +314,28 @@ def train_backbone_cmd(**opts) -> None:
 
 @train.command("fuser")
 @_backbone_options
-@_run_options(steps=150)
-@click.option("--out", default="runs/fuser", show_default=True, help="Run folder: fuser checkpoint, log, loss curve.")
-@click.option("--data", default="pocket-episodes", show_default=True,
-              help="Training sequences: pocket-episodes (training-split episodes of the pocket backbone), interleaved "
-                   "documents (a .jsonl of OBELICS-style {images, texts} rows, or documents:FOLDER|PARQUET), or any "
-                   "dataset spec / file / folder, whose records are grouped at random into sequences.")
+@_run_options(FuserTrainConfig)
+@click.option("--data", default=None,
+              help="Training sequences. Default: the backbone's own (the pocket's training-split episodes; other "
+                   "backbones bring none). Or interleaved documents (a .jsonl of OBELICS-style {images, texts} rows, "
+                   "or documents:FOLDER|PARQUET), or any dataset spec / file / folder, whose records are grouped "
+                   "at random into sequences.")
 @click.option("--limit", type=int, default=None, help="Read only the first N records of --data.")
-@click.option("--lr", default=1e-3, show_default=True)
-@click.option("--objective", default="lm", show_default=True, type=click.Choice(["lm", "distill", "both"]),
-              help="lm: answer cross-entropy; distill: KL from the raw multimodal prompt; both: the sum.")
-@click.option("--kind", default="linear", show_default=True, type=click.Choice(["linear", "mlp"]))
-@click.option("--residual/--no-residual", default=True, show_default=True,
+@_option(FuserTrainConfig, "lr")
+@_option(FuserTrainConfig, "objective", type=click.Choice(["lm", "distill", "both"]),
+         help="lm: answer cross-entropy; distill: KL from the raw multimodal prompt; both: the sum.")
+@click.option("--kind", default=TRAINED_FUSER.kind, show_default=True, type=click.Choice(["linear", "mlp"]))
+@click.option("--residual/--no-residual", default=TRAINED_FUSER.residual, show_default=True,
               help="Fused = the demo's text embedding + a projection starting at zero (--no-residual: the "
                    "projection alone, as in the AIM paper).")
-@click.option("--layer", default=15, show_default=True, help="Which layer's hidden states to read (-1: the last).")
-@click.option("--normalize", default="rms", show_default=True, type=click.Choice(["rms", "none"]))
-@click.option("--residual-tokens", type=int, default=4, show_default=True,
+@click.option("--layer", default=TRAINED_FUSER.layer, show_default=True,
+              help="Which layer's hidden states to read (-1: the last).")
+@click.option("--normalize", default=TRAINED_FUSER.normalize, show_default=True, type=click.Choice(["rms", "none"]),
+              help="rms: each state RMS-normalised to the mean norm of the backbone's input embeddings.")
+@click.option("--residual-tokens", type=int, default=TRAINED_FUSER.residual_tokens, show_default=True,
               help="Residual fusers: add the projection to the first N fused tokens only (0: to every token).")
-@click.option("--residual-mode", default="add", show_default=True, type=click.Choice(["add", "prepend"]),
+@click.option("--residual-mode", default=TRAINED_FUSER.residual_mode, show_default=True,
+              type=click.Choice(["add", "prepend"]),
               help="add: the projection goes onto the first N text embeddings (one fused token per text token); "
                    "prepend: it becomes N fused tokens of their own ahead of the text (N more per demonstration).")
 @click.option("--align", type=int, default=None,
@@ -315,26 +345,26 @@ def train_backbone_cmd(**opts) -> None:
 @click.option("--align-data", default=None,
               help="Dataset spec (as --data) whose demonstrations make up half of the aligned start's fit: the "
                    "demo pool of an image domain the training data lacks. Only images and texts are used.")
-@click.option("--ridge", type=float, default=1e-5, show_default=True,
-              help="Ridge penalty of the aligned start's least squares (times the number of rows).")
-@click.option("--pool-tokens", type=int, default=None, help="Pool each demonstration to this many fused tokens.")
-@click.option("--max-shots", default=8, show_default=True, help="Most demonstrations in a training sequence.")
-def train_fuser_cmd(out, data, limit, steps, stop_after, batch_size, grad_accum, lr, objective, kind, residual,
-                    layer, normalize, residual_tokens, residual_mode, align, align_data, ridge, pool_tokens,
-                    max_shots, seed, save_every, eval_every, mixed_precision, **opts) -> None:
+@_option(FuserTrainConfig, "ridge", help="Ridge penalty of the aligned start's least squares (times the number of rows).")
+@click.option("--pool-tokens", type=int, default=TRAINED_FUSER.pool_tokens,
+              help="Pool each demonstration to this many fused tokens.")
+@_option(FuserTrainConfig, "max_shots", help="Most demonstrations in a training sequence.")
+def train_fuser_cmd(kind, residual, layer, normalize, residual_tokens, residual_mode, pool_tokens, **opts) -> None:
     """Train a fuser for a frozen backbone (the AIM setting: fused earlier demonstrations, the query's
-    image and question, loss on its answer). Resumes from OUT/state.pt; writes OUT/fusion_config.json,
+    image and question, loss on its answer). Resumes from OUT/state/; writes OUT/fusion_config.json,
     OUT/fusion_model.safetensors, OUT/log.jsonl and OUT/loss.png."""
-    from .training.fuser import FuserTrainConfig, train_fuser
+    import dataclasses
 
-    cfg = FuserTrainConfig(out=out, data=data, limit=limit, steps=steps, stop_after=stop_after,
-                           batch_size=batch_size, grad_accum=grad_accum, lr=lr, objective=objective, kind=kind,
-                           residual=residual, layer=layer, normalize=normalize, pool_tokens=pool_tokens,
-                           residual_tokens=(residual_tokens or None) if residual else None,
-                           residual_mode=residual_mode, align=align, align_data=align_data, ridge=ridge,
-                           max_shots=max_shots, seed=seed, save_every=save_every, eval_every=eval_every,
-                           mixed_precision=mixed_precision)
-    click.echo(f"fuser checkpoint: {train_fuser(_load_backbone(opts), cfg)}")
+    from .training.fuser import train_fuser
+
+    backbone_opts = {k: opts.pop(k) for k in ("backbone", "device", "dtype", "load_in_4bit", "load_in_8bit",
+                                              "trust_remote_code")}
+    fusion = dataclasses.replace(TRAINED_FUSER, kind=kind, residual=residual, layer=layer, normalize=normalize,
+                                 target_norm=TARGET_EMBEDDINGS if normalize == "rms" else None,
+                                 residual_tokens=(residual_tokens or None) if residual else None,
+                                 residual_mode=residual_mode, pool_tokens=pool_tokens)
+    cfg = FuserTrainConfig(fusion=fusion, **opts)
+    click.echo(f"fuser checkpoint: {train_fuser(_load_backbone(backbone_opts), cfg)}")
 
 
 def main() -> None:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import time
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -27,15 +26,6 @@ from .images import load_image
 logger = logging.getLogger(__name__)
 
 KEY_KINDS = ("image", "text")
-
-
-def fuser_fingerprint(fuser: Fuser) -> dict:
-    """What a bank records of its fuser: kind, layer, and a digest of config and weights."""
-    h = hashlib.sha256(repr(sorted((k, v) for k, v in vars(fuser.config).items() if k != "training")).encode())
-    for name, tensor in sorted(fuser.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().float().cpu().numpy().tobytes())
-    return {"kind": fuser.config.kind, "layer": fuser.config.layer, "digest": h.hexdigest()[:16]}
 
 
 def image_ref(record: Record) -> str:
@@ -57,8 +47,8 @@ def compress_demos(backbone: Backbone, fuser: Fuser, records: Sequence[Record], 
     if len(set(ids)) != len(ids):
         raise AimError("the dataset has repeated record ids; a bank needs one id per demonstration")
     fuser.check_backbone(backbone)
-    bank = DemoBank.create(out, backbone.fingerprint(layer=fuser.config.layer), fuser_fingerprint(fuser),
-                           fuser.config.embed_size)
+    bank = DemoBank.create(out, backbone.fingerprint(layer=fuser.config.layer), fuser.fingerprint(),
+                           embed_size=fuser.config.embed_size)
     todo = [r for r in records if str(r.id) not in bank]
     logger.info("%s: %d demonstrations in the bank, %d to do", out, len(records) - len(todo), len(todo))
     embed_text = None
@@ -102,25 +92,3 @@ def compress_demos(backbone: Backbone, fuser: Fuser, records: Sequence[Record], 
         "keys": list(keys),
     }
 
-
-def shipped_fuser(backbone: Backbone) -> Optional[str]:
-    """The fuser folder that ships for this backbone (the pocket backbone's), or None."""
-    from .backbones.pocket import DEFAULT_FUSER
-
-    if backbone.model_id == "pocket" and os.path.isfile(os.path.join(DEFAULT_FUSER, "fusion_config.json")):
-        return DEFAULT_FUSER
-    return None
-
-
-def load_fuser(spec: Optional[str], backbone: Backbone, layer: Optional[int] = None) -> Fuser:
-    """``identity`` (no fusion: the demonstrations' own text embeddings), a fuser folder, or None:
-    the fuser that ships for the backbone (the pocket backbone's)."""
-    if spec is None:
-        spec = shipped_fuser(backbone)
-        if spec is None:
-            raise AimError(f"no fuser given and none ships for backbone {backbone.model_id}: pass --fuser PATH (a "
-                           "folder from `aim train fuser`) or --fuser identity (text embeddings, no fusion)")
-    if spec == "identity":
-        fuser = Fuser.for_backbone(backbone, kind="identity", **({"layer": layer} if layer is not None else {}))
-        return fuser.to(backbone.device)
-    return Fuser.from_pretrained(spec, backbone=backbone).to(backbone.device, backbone.dtype)

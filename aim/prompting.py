@@ -50,8 +50,3 @@ def assemble(backbone: Backbone, method: str, images: Sequence[Optional[ImageLik
         raise AimError("method 'fused' needs fused tokens (from a DemoBank or a Fuser), not raw demonstrations")
     bodies = [prompt_body(backbone, method, img, q, d, f) for img, q, d, f in zip(images, questions, demos, fused)]
     return backbone.encode(bodies)
-
-
-def prompt_tokens(batch: PromptBatch) -> list[int]:
-    """Prompt length per query in the backbone's own tokens (image and fused tokens included)."""
-    return batch.lengths

@@ -3,7 +3,8 @@
 Keys are float32 vectors, one per demonstration, shaped ``(N, d)``: pooled image features
 (``Backbone.image_features``, d = the LLM's hidden size), text embeddings (``TextEmbedder``,
 d = 384) or both (``hybrid_keys``). ``KeyIndex`` L2-normalises every key and query, so inner
-product is cosine similarity, and maps FAISS positions back to the demonstrations' own integer ids.
+product is cosine similarity, and keeps the demonstrations' own integer ids inside the FAISS index
+(``IndexIDMap2``); ``aim.FewShot`` uses bank positions as those ids.
 
 Ordering convention (as RICES in open_flamingo): ``select_demos(..., strategy="similar")`` returns
 each query's demonstrations from the least to the most similar, so the most similar one sits
@@ -26,11 +27,11 @@ from .errors import AimError
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("flat", "ivf", "hnsw", "auto")
+INDEX_KINDS = ("flat", "ivf", "hnsw", "auto")
 STRATEGIES = ("random", "similar")
 #: below this many keys ``kind="auto"`` builds an exact flat index, from here on an IVF one
 AUTO_FLAT_LIMIT = 50_000
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: ids inside the index file (IndexIDMap2); 1 kept them in a .ids.npy sidecar
 
 ArrayLike = Union[np.ndarray, "torch.Tensor", Sequence]  # noqa: F821
 ExcludeIds = Optional[Sequence[Union[int, Sequence[int]]]]
@@ -57,8 +58,8 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 
 def resolve_kind(kind: str, count: int) -> str:
     """``auto`` -> ``flat`` below AUTO_FLAT_LIMIT keys, else ``ivf``; other kinds are checked."""
-    if kind not in KINDS:
-        raise AimError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if kind not in INDEX_KINDS:
+        raise AimError(f"unknown index kind {kind!r}; choose one of {', '.join(INDEX_KINDS)}")
     if kind == "auto":
         return "flat" if count < AUTO_FLAT_LIMIT else "ivf"
     return kind
@@ -75,14 +76,15 @@ class KeyIndex:
     kind: ``flat`` (exact, ``IndexFlatIP``), ``ivf`` (``IndexIVFFlat``, inner product, trained on
     the first keys added or on ``train``), ``hnsw`` (``IndexHNSWFlat``, inner product) or ``auto``
     (flat below 50k keys, else ivf; decided by ``expected_count`` or else by the first ``add``).
-    ``use_gpu`` moves flat indexes to all GPUs when FAISS sees any (faiss-gpu builds only).
+    The index is wrapped in ``IndexIDMap2``, so the ids live inside the index file. ``use_gpu``
+    moves flat indexes to all GPUs when FAISS sees any (faiss-gpu builds only).
     """
 
     def __init__(self, dim: int, kind: str = "flat", *, nlist: Optional[int] = None, nprobe: int = 64,
                  hnsw_m: int = 32, ef_construction: int = 80, ef_search: int = 128,
                  expected_count: Optional[int] = None, use_gpu: bool = False):
-        if kind not in KINDS:
-            raise AimError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+        if kind not in INDEX_KINDS:
+            raise AimError(f"unknown index kind {kind!r}; choose one of {', '.join(INDEX_KINDS)}")
         if int(dim) <= 0:
             raise AimError(f"index dimension must be positive; got {dim}")
         self.dim = int(dim)
@@ -93,23 +95,25 @@ class KeyIndex:
         self.ef_construction = int(ef_construction)
         self._ef_search = int(ef_search)
         self.use_gpu = use_gpu
-        self._index: Optional[faiss.Index] = None
-        self._ids = np.zeros(0, dtype=np.int64)  # position in FAISS -> demo id
-        if self.kind != "auto":
-            self._create()
+        self._index: Optional[faiss.Index] = None  # IndexIDMap2 over the kind's index
+        self._ids = np.zeros(0, dtype=np.int64)  # a copy of the index's ids, in insertion order
+        self._on_gpu = False
+        if self.kind not in ("auto", "ivf"):  # ivf: built by train(), nlist may depend on the keys
+            self._wrap(self._create())
 
     # ----------------------------------------------------------------- construction
-    def _create(self) -> None:
+    def _create(self) -> faiss.Index:
         if self.kind == "flat":
-            index = faiss.IndexFlatIP(self.dim)
-            if self.use_gpu:
-                index = self._to_gpu(index)
-        elif self.kind == "ivf":
-            index = None  # built by train(): nlist may depend on the training keys
-        else:
-            index = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = self.ef_construction
-            index.hnsw.efSearch = self._ef_search
+            return faiss.IndexFlatIP(self.dim)
+        index = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = self.ef_construction
+        index.hnsw.efSearch = self._ef_search
+        return index
+
+    def _wrap(self, inner: faiss.Index) -> None:
+        index = faiss.IndexIDMap2(inner)  # faiss's Python wrapper keeps ``inner`` alive with it
+        if self.kind == "flat" and self.use_gpu:
+            index = self._to_gpu(index)
         self._index = index
 
     def _to_gpu(self, index: faiss.Index) -> faiss.Index:
@@ -118,6 +122,7 @@ class KeyIndex:
             logger.info("use_gpu=True but FAISS sees no GPU (faiss-cpu build?); the index stays on CPU")
             return index
         logger.info("moving the flat index to %d GPU(s)", gpus)
+        self._on_gpu = True
         return faiss.index_cpu_to_all_gpus(index)
 
     def train(self, keys: ArrayLike) -> None:
@@ -125,7 +130,8 @@ class KeyIndex:
         keys = self._check(keys, "training keys")
         if self.kind == "auto":
             self.kind = resolve_kind("auto", len(keys))
-            self._create()
+            if self.kind != "ivf":
+                self._wrap(self._create())
         if self.kind != "ivf" or self._index is not None:
             return
         nlist = self.nlist or default_nlist(len(keys))
@@ -138,7 +144,7 @@ class KeyIndex:
         index.train(l2_normalize(keys))
         index.nprobe = self._nprobe
         self.nlist = nlist
-        self._index = index
+        self._wrap(index)
 
     def add(self, keys: ArrayLike, ids: Optional[Sequence[int]] = None) -> None:
         """Append keys (N, dim) with their demo ids (N,) ints; ids default to count, count+1, ...
@@ -155,14 +161,16 @@ class KeyIndex:
         if ids.dtype.kind not in "iu":
             raise AimError(f"demo ids must be integers; got dtype {ids.dtype}")
         ids = ids.astype(np.int64)
+        if (ids < 0).any():
+            raise AimError(f"demo ids must be >= 0 (FAISS returns -1 for a missing result); got {ids.min()}")
         if len(np.unique(ids)) != n or np.isin(ids, self._ids).any():
             dup = ids[np.isin(ids, self._ids)][:5].tolist() or "within the chunk"
             raise AimError(f"duplicate demo ids ({dup}); every key needs its own id")
         if n == 0:
             return
-        if self.kind in ("auto", "ivf") and self._index is None:
+        if self._index is None:
             self.train(keys)
-        self._index.add(l2_normalize(keys))
+        self._index.add_with_ids(l2_normalize(keys), ids)
         self._ids = np.concatenate([self._ids, ids])
 
     @classmethod
@@ -199,7 +207,7 @@ class KeyIndex:
     def nprobe(self, value: int) -> None:
         self._nprobe = int(value)
         if self.kind == "ivf" and self._index is not None:
-            self._index.nprobe = self._nprobe
+            faiss.extract_index_ivf(self._index).nprobe = self._nprobe
 
     @property
     def ef_search(self) -> int:
@@ -210,7 +218,7 @@ class KeyIndex:
     def ef_search(self, value: int) -> None:
         self._ef_search = int(value)
         if self.kind == "hnsw" and self._index is not None:
-            self._index.hnsw.efSearch = self._ef_search
+            faiss.downcast_index(self._index.index).hnsw.efSearch = self._ef_search
 
     def parameters(self) -> dict:
         """What the sidecar records besides kind, dim and count."""
@@ -236,8 +244,7 @@ class KeyIndex:
         if len(self) == 0 or n_q == 0:
             return np.full((n_q, k), -np.inf, np.float32), np.full((n_q, k), -1, np.int64)
         fetch = min(len(self), k + excluded.shape[1])
-        scores, pos = self._index.search(l2_normalize(queries), fetch)
-        ids = np.where(pos >= 0, self._ids[np.clip(pos, 0, None)], -1)
+        scores, ids = self._index.search(l2_normalize(queries), fetch)
         drop = (ids < 0) | (ids[:, :, None] == excluded[:, None, :]).any(-1)
         order = np.argsort(drop, axis=1, kind="stable")[:, :k]  # kept results first, rank preserved
         ids = np.take_along_axis(ids, order, 1)
@@ -253,24 +260,17 @@ class KeyIndex:
 
     # ----------------------------------------------------------------- files
     def save(self, path: Union[str, Path]) -> None:
-        """Write ``path`` (faiss.write_index), ``path.ids.npy`` (demo ids) and ``path.json``
-        (kind, dim, count, metric, parameters), each to a temporary name and then renamed; the
-        JSON sidecar goes last."""
+        """Write ``path`` (faiss.write_index; the ids are inside, in IndexIDMap2) and ``path.json``
+        (kind, dim, count, metric, parameters), each to a temporary name and then renamed; the JSON
+        sidecar goes last."""
         if self._index is None:
             raise AimError("cannot save an index that holds no keys yet; add keys first")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        index = self._index
-        if self.kind == "flat" and not isinstance(index, faiss.IndexFlat):
-            index = faiss.index_gpu_to_cpu(index)
+        index = faiss.index_gpu_to_cpu(self._index) if self._on_gpu else self._index
         tmp = path.with_name(path.name + ".tmp")
         faiss.write_index(index, str(tmp))
         os.replace(tmp, path)
-        ids_path = Path(str(path) + ".ids.npy")
-        tmp = ids_path.with_name(ids_path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, self._ids)
-        os.replace(tmp, ids_path)
         meta = {"format_version": FORMAT_VERSION, "kind": self.kind, "dim": self.dim, "count": len(self),
                 "metric": "inner_product", "normalized": True, "parameters": self.parameters(),
                 "faiss_version": faiss.__version__}
@@ -281,23 +281,28 @@ class KeyIndex:
 
     @classmethod
     def load(cls, path: Union[str, Path], use_gpu: bool = False) -> "KeyIndex":
-        """Read what ``save`` wrote; checks that index, ids and sidecar agree."""
+        """Read what ``save`` wrote; checks that index and sidecar agree."""
         path = Path(path)
-        side, ids_path = Path(str(path) + ".json"), Path(str(path) + ".ids.npy")
-        for p in (path, side, ids_path):
+        side = Path(str(path) + ".json")
+        for p in (path, side):
             if not p.exists():
                 raise AimError(f"index file {p} is missing; save the index with KeyIndex.save({str(path)!r})")
         meta = json.loads(side.read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise AimError(f"index {path} has format {meta.get('format_version')}, this aim reads {FORMAT_VERSION} "
+                           "(ids inside the index file); rebuild it (delete it: aim.FewShot builds it again)")
         index = cls(meta["dim"], meta["kind"], use_gpu=use_gpu, **meta["parameters"])
-        faiss_index = faiss.read_index(str(path))
-        ids = np.load(ids_path)
+        faiss_index = faiss.read_index(str(path))  # read_index returns the IndexIDMap2 itself
+        if not isinstance(faiss_index, faiss.IndexIDMap2):
+            raise AimError(f"index {path} keeps no ids (not an IndexIDMap2); rebuild it")
+        ids = faiss.vector_to_array(faiss_index.id_map).astype(np.int64)
         if faiss_index.ntotal != meta["count"] or len(ids) != meta["count"] or faiss_index.d != meta["dim"]:
             raise AimError(f"index {path} is inconsistent (faiss holds {faiss_index.ntotal} keys of dim "
                            f"{faiss_index.d}, ids {len(ids)}, sidecar {meta['count']} of dim {meta['dim']}); "
                            "rebuild it")
         if index.kind == "flat" and use_gpu:
             faiss_index = index._to_gpu(faiss_index)
-        index._index, index._ids = faiss_index, ids.astype(np.int64)
+        index._index, index._ids = faiss_index, ids
         index.nprobe, index.ef_search = index._nprobe, index._ef_search  # reapply search settings
         return index
 

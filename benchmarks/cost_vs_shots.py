@@ -189,7 +189,7 @@ class Setup:
         kind, _ = METHODS[method]
         fs = self.fewshot[method if method.startswith("fused") else "fused"]
         t0 = time.perf_counter()
-        ids = fs.select([image], [question], k, "image")[0] if k and kind != "zero" else []
+        ids = fs.demo_ids([image], [question], k, "image")[0] if k and kind != "zero" else []
         t1 = time.perf_counter()
         fused, demos = [], []
         if kind == "fused":

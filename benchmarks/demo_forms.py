@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from aim import load_backbone  # noqa: E402
 from aim.backbones.base import Demo, Virtual  # noqa: E402
-from aim.compress import load_fuser  # noqa: E402
+from aim.fusion import load_fuser  # noqa: E402
 from aim.data.binding import SOURCES, binding_records, episode_demos  # noqa: E402
 from aim.fusion import pool_tokens  # noqa: E402
 

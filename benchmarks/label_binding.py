@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from aim import load_backbone  # noqa: E402
-from aim.compress import load_fuser  # noqa: E402
+from aim.fusion import load_fuser  # noqa: E402
 from aim.data.binding import SOURCES, episode_demos  # noqa: E402
 from aim.data.spec import load_records  # noqa: E402
 from aim.eval.config import IclEvalConfig  # noqa: E402

@@ -58,19 +58,20 @@ def tiny_images():
 
 @pytest.fixture
 def interrupt_after(monkeypatch):
-    """``interrupt_after(module, step)``: the training module's ``save_state`` raises
-    KeyboardInterrupt right after writing the checkpoint of ``step`` (a run killed there); returns
-    a function that puts the real ``save_state`` back."""
+    """``interrupt_after(step)``: the training loop's ``save_resume_point`` raises KeyboardInterrupt
+    right after writing the resume point of ``step`` (a run killed there); returns a function that
+    puts the real one back."""
+    from aim.training import loop
 
-    def arm(module, step: int):
-        original = module.save_state
+    def arm(step: int):
+        original = loop.save_resume_point
 
-        def killed(path, **state):
-            original(path, **state)
-            if state["step"] == step:
+        def killed(accelerator, out, done, elapsed):
+            original(accelerator, out, done, elapsed)
+            if done == step:
                 raise KeyboardInterrupt
 
-        monkeypatch.setattr(module, "save_state", killed)
-        return lambda: monkeypatch.setattr(module, "save_state", original)
+        monkeypatch.setattr(loop, "save_resume_point", killed)
+        return lambda: monkeypatch.setattr(loop, "save_resume_point", original)
 
     return arm

@@ -6,10 +6,7 @@ import pytest
 import torch
 
 import aim
-from aim.backbones.pocket import DEFAULT_CONNECTOR
 
-pytestmark = pytest.mark.skipif(not os.path.isfile(os.path.join(DEFAULT_CONNECTOR, "connector.safetensors")),
-                                reason="no shipped connector checkpoint")
 
 
 @pytest.fixture(scope="module")
@@ -36,18 +33,18 @@ def test_identity_fused_answers_equal_text_only(fewshot):
 def test_selection(fewshot):
     query = aim.load_records("easy-vqa:train", 1)[0]  # sits in the pool
     for select in ("image", "text", "hybrid"):
-        ids = fewshot.select([query.image], [query.question], 5, select, exclude=[query.id])[0]
+        ids = fewshot.demo_ids([query.image], [query.question], 5, select, exclude=[query.id])[0]
         assert len(ids) == 5 and query.id not in ids
     # the most similar demonstration comes last: one showing the query's own image (several
     # easy-VQA questions share an image), when not excluded
-    last = fewshot.select([query.image], [query.question], 3, "image")[0][-1]
+    last = fewshot.demo_ids([query.image], [query.question], 3, "image")[0][-1]
     assert fewshot.bank.meta(last)["image"] == query.image
-    a = fewshot.select([query.image], [query.question], 4, "random", seed=1)
-    assert a == fewshot.select([query.image], [query.question], 4, "random", seed=1)
-    assert a != fewshot.select([query.image], [query.question], 4, "random", seed=2)
+    a = fewshot.demo_ids([query.image], [query.question], 4, "random", seed=1)
+    assert a == fewshot.demo_ids([query.image], [query.question], 4, "random", seed=1)
+    assert a != fewshot.demo_ids([query.image], [query.question], 4, "random", seed=2)
     assert os.path.isfile(os.path.join(fewshot.bank.folder, "index.image.faiss"))
     with pytest.raises(aim.AimError, match="unknown selection"):
-        fewshot.select([query.image], [query.question], 2, "clip")
+        fewshot.demo_ids([query.image], [query.question], 2, "clip")
 
 
 def test_zero_shot_needs_no_bank():

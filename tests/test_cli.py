@@ -6,11 +6,9 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from aim.backbones.pocket import DEFAULT_CONNECTOR
 from aim.cli import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HAS_POCKET = os.path.isfile(os.path.join(DEFAULT_CONNECTOR, "connector.safetensors"))
 
 
 def run_cli(*args):
@@ -55,7 +53,6 @@ def test_help_lists_commands():
         assert command in out
 
 
-@pytest.mark.skipif(not HAS_POCKET, reason="no shipped connector checkpoint yet")
 def test_answer_prints_a_table():
     result = CliRunner().invoke(cli, ["answer", "--dataset", "easy-vqa:test", "--limit", "3"])
     assert result.exit_code == 0, result.output

@@ -11,15 +11,13 @@ import pytest
 import torch
 
 import aim
-from aim.backbones.pocket import DEFAULT_CONNECTOR
 from aim.bank import BankError, DemoBank
-from aim.compress import compress_demos, load_fuser
+from aim.compress import compress_demos
+from aim.fusion import load_fuser
 from aim.data.spec import load_records
 from aim.fusion import Fuser
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-pytestmark = pytest.mark.skipif(not os.path.isfile(os.path.join(DEFAULT_CONNECTOR, "connector.safetensors")),
-                                reason="no shipped connector checkpoint")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ skips are reported; episode records bring their own demonstrations; the command 
 """
 import json
 import os
-import sys
 import types
 
 import numpy as np
@@ -16,12 +15,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 import aim
-import aim.data
 from aim.cli import cli
-from aim.compress import load_fuser
 from aim.data.record import Record
 from aim.eval.config import IclEvalConfig, choose_metric
 from aim.eval.runner import IclEval, icl_eval
+from aim.fusion import load_fuser
 
 WORDS = ["red", "blue", "green", "circle", "square", "yes", "no", "two"]
 TIMING = ("latency_s", "retrieval_s", "peak_memory_bytes")
@@ -239,8 +237,7 @@ def test_episode_records_bring_their_own_demonstrations(llava, records, tmp_path
     fake = types.ModuleType("aim.data.binding")
     # the seed picks which demonstrations, as aim.data.binding does
     fake.episode_demos = lambda record, k, seed=0: record.extra["episode"]["demos"][seed:seed + k]
-    monkeypatch.setitem(sys.modules, "aim.data.binding", fake)
-    monkeypatch.setattr(aim.data, "binding", fake, raising=False)
+    monkeypatch.setattr("aim.eval.runner.binding", fake)
     episodes = episode_records(records)
     assert choose_metric(episodes) == "exact_match"
     doc = icl_eval(llava, episodes, IclEvalConfig(dataset="episodes", shots=(0, 2), seeds=(0, 1), batch_size=3,

@@ -1,6 +1,5 @@
 """The pocket backbone through the protocol: exactness of the embeds path, demonstration reading,
 several images per prompt, generation, and its loading errors."""
-import os
 
 import numpy as np
 import pytest
@@ -8,10 +7,7 @@ import torch
 from PIL import Image
 
 from aim import BackboneError, Demo, ImageError, Virtual, load_backbone
-from aim.backbones.pocket import DEFAULT_CONNECTOR
 
-pytestmark = pytest.mark.skipif(not os.path.isfile(os.path.join(DEFAULT_CONNECTOR, "connector.safetensors")),
-                                reason="no shipped connector checkpoint yet")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import os
 import pytest
 
 
-from aim.pocket import assets
+from aim.backbones.pocket import assets
 
 
 class _Fake:

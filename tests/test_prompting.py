@@ -1,6 +1,5 @@
 """Prompt assembly is exact: fused tokens that are the demonstrations' own text embeddings give the
 text-only prompt's logits, on the pocket backbone and on every Hugging Face family."""
-import os
 
 import numpy as np
 import pytest
@@ -8,10 +7,7 @@ import torch
 from PIL import Image
 
 import aim
-from aim.backbones.pocket import DEFAULT_CONNECTOR
 from aim.prompting import METHODS, assemble
-
-HAS_POCKET = os.path.isfile(os.path.join(DEFAULT_CONNECTOR, "connector.safetensors"))
 
 
 def images(n, seed=0):
@@ -32,7 +28,6 @@ def check_identity_fused_equals_text(bb):
     assert diff <= 1e-4, diff
 
 
-@pytest.mark.skipif(not HAS_POCKET, reason="no shipped connector checkpoint")
 def test_pocket_identity_fused_equals_text_only():
     torch.set_num_threads(1)
     bb = aim.load_backbone("pocket")

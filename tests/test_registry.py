@@ -119,6 +119,7 @@ from aim.backbones.base import Backbone
 
 class ToyBackbone(Backbone):
     family = "toy"
+    ships_weights = True  # loads by its name alone, as the pocket backbone does
 
     @classmethod
     def from_pretrained(cls, path, **opts):
@@ -128,7 +129,7 @@ class ToyBackbone(Backbone):
 
     tokenizer = decoder = lm_head = None
 
-    def _encode(self, segments, spans=False):
+    def _encode(self, segments, last_span=False):
         raise NotImplementedError
 '''
 

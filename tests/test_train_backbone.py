@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from aim.pocket import assets
-from aim.training import backbone as training
+from aim.backbones.pocket import assets
+from aim.backbones.pocket import train_icl as training
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist")
                                 and "AIM_FASHION_MNIST" not in os.environ, reason="Fashion-MNIST not installed")
@@ -32,7 +32,7 @@ def config(out):
 
 def test_resume_gives_the_same_backbone(cache, interrupt_after):
     straight = training.train_backbone(config(cache / "a"))
-    restore = interrupt_after(training, 2)
+    restore = interrupt_after(2)
     with pytest.raises(KeyboardInterrupt):
         training.train_backbone(config(cache / "b"))
     assert not os.path.exists(cache / "b" / "adapter_model.safetensors")

@@ -6,9 +6,9 @@ import os
 import pytest
 import torch
 
-from aim.pocket import assets
-from aim.pocket.connector import Connector
-from aim.training import connector as training
+from aim.backbones.pocket import assets
+from aim.backbones.pocket.connector import Connector
+from aim.backbones.pocket import train_connector as training
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist")
                                 and "AIM_FASHION_MNIST" not in os.environ, reason="Fashion-MNIST not installed")
@@ -32,10 +32,11 @@ def config(out):
 def test_resume_gives_the_same_connector(cache, interrupt_after):
     straight = Connector.from_pretrained(training.train_connector(config(cache / "a")))
 
-    restore = interrupt_after(training, 2)
+    restore = interrupt_after(2)
     with pytest.raises(KeyboardInterrupt):
         training.train_connector(config(cache / "b"))
     assert not os.path.exists(cache / "b" / "connector.safetensors")
+    assert os.path.isfile(cache / "b" / "state" / "progress.json")  # the resume point of step 2
     restore()
     resumed = Connector.from_pretrained(training.train_connector(config(cache / "b")))
     for key, value in straight.state_dict().items():

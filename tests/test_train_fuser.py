@@ -1,6 +1,7 @@
 """Fuser training on a frozen backbone: every objective runs and moves only the fuser; a residual
 fuser starts as the text-only demonstration; resuming gives the weights of an uninterrupted run;
 any record dataset serves as training sequences."""
+import dataclasses
 import json
 import os
 
@@ -11,8 +12,9 @@ from PIL import Image
 
 import aim
 from aim.errors import AimError
-from aim.fusion import Fuser
+from aim.fusion import TRAINED_FUSER, Fuser
 from aim.training import fuser as training
+from aim.training import sequences
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +35,16 @@ def dataset(tmp_path_factory):
     return str(path)
 
 
-def config(out, dataset, **kw):
-    base = dict(out=str(out), data=dataset, steps=3, batch_size=2, grad_accum=2, max_shots=3, layer=-1,
+def fusion(**kw):
+    """The trained-fuser recipe at the tiny model's last layer, with ``kw`` changed."""
+    return dataclasses.replace(TRAINED_FUSER, **dict(dict(layer=-1), **kw))
+
+
+def config(out, dataset, fusion_kw=None, **kw):
+    base = dict(out=str(out), data=dataset, steps=3, batch_size=2, grad_accum=2, max_shots=3,
                 val_examples=2, eval_every=3, save_every=2, log_every=1, warmup=1, lr=1e-2, align=8)
     base.update(kw)
-    return training.FuserTrainConfig(**base)
+    return training.FuserTrainConfig(fusion=fusion(**(fusion_kw or {})), **base)
 
 
 @pytest.mark.parametrize("objective", ["lm", "distill", "both"])
@@ -56,23 +63,23 @@ def test_objectives_train_only_the_fuser(backbone, dataset, tmp_path, objective)
 
 
 def test_untrained_residual_fuser_is_the_text_demo(backbone):
-    cfg = training.FuserTrainConfig(layer=-1)
-    fuser = training.new_fuser(backbone, cfg)
+    cfg = training.FuserTrainConfig(fusion=fusion())
+    fuser = Fuser.for_backbone(backbone, cfg.fusion)
     demo = aim.Demo(Image.new("RGB", (28, 28), "red"), "what colour?", "red")
     fused = fuser.fuse_demos(backbone, [demo])[0]
     assert torch.equal(fused, backbone.embed_tokens(backbone.demo_token_ids(demo)))
-    norm = training.mean_embedding_norm(backbone)
+    norm = float(backbone.input_embeddings.weight.norm(dim=-1).mean())  # target_norm "embeddings", measured
     assert fuser.config.target_norm == pytest.approx(norm)
+    assert cfg.fusion.target_norm == "embeddings" and cfg.fusion.hidden_size is None  # the config stays unbound
 
 
 def test_aligned_start_fits_the_demos_own_image_embeddings(backbone, dataset):
     from aim.fusion import pool_tokens
     from aim.training.align import align_fuser
 
-    cfg = training.FuserTrainConfig(layer=-1, residual_tokens=2)
-    fuser = training.new_fuser(backbone, cfg)
-    source = training.SequenceSource(config("unused", dataset))
-    demos = training.align_demos(source, training.FuserTrainConfig(align=24, layer=-1))
+    fuser = Fuser.for_backbone(backbone, fusion(residual_tokens=2))
+    source = sequences.RecordSequences(dataset, max_shots=3)
+    demos = training.align_demos(source, training.FuserTrainConfig(align=24, fusion=fusion()))
     assert len(demos) == 24 and all(d.image is not None for d in demos)
     states = backbone.read_demos(demos, layer=-1)
     target = torch.cat([pool_tokens(e.float(), 2) for e in backbone.image_embeddings([d.image for d in demos])])
@@ -93,14 +100,14 @@ def test_aligned_start_fits_the_demos_own_image_embeddings(backbone, dataset):
     for f, t in zip(fused, texts):  # past the first two tokens: the text demonstration, untouched
         assert torch.equal(f[2:], t[2:])
     with pytest.raises(AimError, match="residual linear"):
-        align_fuser(backbone, training.new_fuser(backbone, training.FuserTrainConfig(kind="mlp", layer=-1)), demos)
+        align_fuser(backbone, Fuser.for_backbone(backbone, fusion(kind="mlp")), demos)
     with pytest.raises(AimError, match="--align 0"):
-        training.FuserTrainConfig(kind="mlp", align=16)
+        training.FuserTrainConfig(fusion=fusion(kind="mlp"), align=16)
 
 
 def test_resume_gives_the_same_fuser(backbone, dataset, tmp_path, interrupt_after):
     straight = Fuser.from_pretrained(training.train_fuser(backbone, config(tmp_path / "a", dataset)))
-    restore = interrupt_after(training, 2)
+    restore = interrupt_after(2)
     with pytest.raises(KeyboardInterrupt):
         training.train_fuser(backbone, config(tmp_path / "b", dataset))
     restore()
@@ -109,11 +116,18 @@ def test_resume_gives_the_same_fuser(backbone, dataset, tmp_path, interrupt_afte
         assert torch.allclose(value, resumed.state_dict()[key], atol=1e-6), key
 
 
-def test_bad_settings_are_clear(dataset, tmp_path):
+def test_bad_settings_are_clear(backbone, dataset, tmp_path):
     with pytest.raises(AimError, match="objective"):
         training.FuserTrainConfig(objective="mse")
     with pytest.raises(AimError, match="fewer than max_shots"):
-        training.SequenceSource(config(tmp_path, dataset, max_shots=20))
+        sequences.sequence_source(dataset, backbone, seed=0, max_shots=20)
+    with pytest.raises(AimError, match="multiple of --grad-accum"):
+        config(tmp_path, dataset, batch_size=3, grad_accum=2)
+
+
+def test_a_backbone_without_its_own_sequences_needs_data(backbone):
+    with pytest.raises(AimError, match="brings no training sequences of its own: pass --data"):
+        sequences.sequence_source(None, backbone, seed=0, max_shots=3)
 
 
 def write_documents(folder, rows):
@@ -136,9 +150,9 @@ def test_interleaved_documents_train_a_fuser(backbone, tmp_path):
     loaded = load_documents(path)
     assert [[t for _, t in d] for d in loaded] == [["A red box.", "A cat."], ["Sea.", "Sky."]]
     assert loaded[0][0][0] == str(tmp_path / "im0.png")
-    source = training.SequenceSource(config(tmp_path, path))
+    source = sequences.sequence_source(path, backbone, seed=0, max_shots=3)
     seq = source.sample(np.random.default_rng(0))
-    assert len(seq.demos) == 1 and seq.target in ("A cat.", "Sky.") and seq.question == training.DOCUMENT_QUESTION
+    assert len(seq.demos) == 1 and seq.target in ("A cat.", "Sky.") and seq.question == sequences.DOCUMENT_QUESTION
     out = training.train_fuser(backbone, config(tmp_path / "run", path, steps=2, eval_every=2))
     assert "interleaved documents" in Fuser.from_pretrained(out).config.training["data"]
 
@@ -169,8 +183,8 @@ def test_align_data_supplies_half_of_the_aligned_start(backbone, dataset, tmp_pa
         rows.append({"question_id": f"g{i}", "image": f"g{i}.png", "question": "how bright?", "answers": [str(i)]})
     (other / "grey.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     spec = str(other / "grey.jsonl")
-    source = training.SequenceSource(config("unused", dataset))
-    demos = training.align_demos(source, training.FuserTrainConfig(align=10, layer=-1, align_data=spec))
+    source = sequences.RecordSequences(dataset, max_shots=3)
+    demos = training.align_demos(source, training.FuserTrainConfig(align=10, fusion=fusion(), align_data=spec))
     assert len(demos) == 10
     assert [d.question for d in demos].count("how bright?") == 5  # half from --align-data
     assert [d.question for d in demos[:5]] == ["what colour?"] * 5  # the rest from the training data
@@ -183,8 +197,8 @@ def test_align_data_supplies_half_of_the_aligned_start(backbone, dataset, tmp_pa
 
 
 def test_prepend_mode_trains_and_writes_its_tokens_ahead(backbone, dataset, tmp_path):
-    out = training.train_fuser(backbone, config(tmp_path, dataset, steps=2, residual_tokens=2,
-                                                residual_mode="prepend"))
+    out = training.train_fuser(backbone, config(tmp_path, dataset, steps=2,
+                                                fusion_kw=dict(residual_tokens=2, residual_mode="prepend")))
     fuser = Fuser.from_pretrained(out, backbone=backbone)
     assert fuser.config.residual_mode == "prepend" and fuser.config.residual_tokens == 2
     demo = aim.Demo(Image.new("RGB", (28, 28), "red"), "what colour?", "red")
@@ -192,5 +206,5 @@ def test_prepend_mode_trains_and_writes_its_tokens_ahead(backbone, dataset, tmp_
     fused = fuser.fuse_demos(backbone, [demo])[0]
     assert fused.shape[0] == text.shape[0] + 2 and torch.equal(fused[2:], text)
     assert fused[:2].norm(dim=-1).min() > 0  # the aligned start wrote something there
-    with pytest.raises(AimError, match="--residual-mode prepend needs"):
-        training.FuserTrainConfig(residual_tokens=None, residual_mode="prepend")
+    with pytest.raises(AimError, match="residual_mode='prepend' needs residual_tokens"):
+        fusion(residual_tokens=None, residual_mode="prepend")

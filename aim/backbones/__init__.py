@@ -1,6 +1,10 @@
-"""Frozen MLLMs behind one protocol (base.py), loaded by name, folder or hub id (registry.py)."""
-from .base import Backbone, Demo, DemoStates, Encoded, Generation, PromptBatch, Virtual
-from .registry import available, load_backbone
+"""Frozen MLLMs behind one protocol (base.py), loaded by name, folder or hub id (registry.py); one
+file per family (hf.py shared by the Hugging Face ones) and one folder for the pocket backbone.
+Names are imported on first use (aim/lazy.py)."""
+from ..lazy import lazy_exports
 
-__all__ = ["Backbone", "Demo", "DemoStates", "Encoded", "Generation", "PromptBatch", "Virtual",
-           "available", "load_backbone"]
+_EXPORTS = {name: ".base" for name in ("Backbone", "Demo", "DemoStates", "Encoded", "Generation", "PromptBatch",
+                                        "Virtual")}
+_EXPORTS.update(available=".registry", load_backbone=".registry")
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

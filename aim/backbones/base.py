@@ -8,6 +8,8 @@ here (padding, forward passes, reading demonstrations, greedy generation) is sha
 from __future__ import annotations
 
 import abc
+import functools
+import inspect
 import logging
 from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
@@ -20,6 +22,19 @@ from ..images import ImageLike, load_image
 logger = logging.getLogger(__name__)
 
 BODY_MARKER = "\u2063AIMBODY\u2063"
+
+
+@functools.lru_cache(maxsize=None)
+def cache_argument(decoder_class: type) -> str:
+    """The name under which ``decoder_class.forward`` takes its KV cache: ``cache`` in recent
+    transformers (5.25 warns on ``past_key_values``), ``past_key_values`` in older 5.x releases."""
+    return "cache" if "cache" in inspect.signature(decoder_class.forward).parameters else "past_key_values"
+
+
+def output_cache(out):
+    """The KV cache a decoder returned (``out.cache``, or ``out.past_key_values`` in older releases)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
 
 
 @dataclass
@@ -48,24 +63,26 @@ class Demo:
 class Encoded:
     """One prompt, unpadded. ``embeds`` (L, hidden); ``position_ids`` (L,) or (P, L) for
     multi-axis rope (Qwen2-VL: P=3); ``input_ids`` (L,) with a placeholder id at virtual
-    positions; ``spans``: [start, end) of every segment when asked for."""
+    positions; ``last_span``: [start, end) of the prompt's last segment when asked for (a token
+    that spans the boundary belongs to the last segment)."""
 
     embeds: torch.Tensor
     position_ids: torch.Tensor
     input_ids: torch.Tensor
-    spans: Optional[list] = None
+    last_span: Optional[tuple[int, int]] = None
 
 
 @dataclass
 class PromptBatch:
     """Left-padded prompts. ``inputs_embeds`` (B, L, hidden), ``attention_mask`` (B, L),
-    ``position_ids`` (B, L) or (P, B, L), ``input_ids`` (B, L) (pad id where padded)."""
+    ``position_ids`` (B, L) or (P, B, L), ``input_ids`` (B, L) (pad id where padded);
+    ``last_spans``: per row, [start, end) of its last segment in padded positions, when asked for."""
 
     inputs_embeds: torch.Tensor
     attention_mask: torch.Tensor
     position_ids: torch.Tensor
     input_ids: torch.Tensor
-    spans: list = field(default_factory=list)
+    last_spans: list = field(default_factory=list)
 
     @property
     def lengths(self) -> list[int]:
@@ -96,6 +113,8 @@ class Backbone(abc.ABC):
     ``decoder``, ``lm_head``, ``tokenizer`` and ``model_id``."""
 
     family: str = "base"
+    #: whether the family loads with no path (``load_backbone("pocket")``): its weights ship with it
+    ships_weights: bool = False
     #: how a demonstration reads as text, after its image
     demo_template: str = "Question: {question}\nAnswer: {answer}\n"
     #: how the query reads after its image; the model answers in its own turn
@@ -129,13 +148,24 @@ class Backbone(abc.ABC):
         """hidden (..., hidden) -> logits (..., vocab)."""
 
     @abc.abstractmethod
-    def _encode(self, segments: Sequence[Segment], spans: bool = False) -> Encoded:
+    def _encode(self, segments: Sequence[Segment], last_span: bool = False) -> Encoded:
         """One prompt (segments already wrapped in the chat template) -> its embeddings."""
 
-    def _encode_many(self, prompts: Sequence[Sequence[Segment]], spans: bool = False) -> list[Encoded]:
-        return [self._encode(p, spans=spans) for p in prompts]
+    def _encode_many(self, prompts: Sequence[Sequence[Segment]], last_span: bool = False) -> list[Encoded]:
+        return [self._encode(p, last_span=last_span) for p in prompts]
 
     def revision(self) -> Optional[str]:
+        return None
+
+    # ----------------------------------------------------------------- what ships with it
+    def shipped_fuser(self) -> Optional[str]:
+        """The folder of a fuser that ships with this backbone (used when no ``--fuser`` is given),
+        or None."""
+        return None
+
+    def training_sequences(self, seed: int, max_shots: int):
+        """The backbone's own training data for ``aim train fuser`` without ``--data``: an object with
+        ``sample(rng) -> aim.training.sequences.TrainSequence`` and a ``description``; or None."""
         return None
 
     # ----------------------------------------------------------------- shared
@@ -192,6 +222,12 @@ class Backbone(abc.ABC):
         """Used when the tokenizer has no chat template."""
         return "", "", ""
 
+    @property
+    def end_of_turn(self) -> str:
+        """The text that closes a turn in the chat template ("<|im_end|>" for SmolLM2 and Qwen2-VL),
+        what a training target ends with so the model learns to stop; "" without a template."""
+        return self.chat_parts()[2].rstrip()
+
     def body_chat_parts(self, body: Sequence[Segment]) -> tuple[str, str, str]:
         """The chat parts around this body (templates may render an image-first turn differently)."""
         return self.chat_parts()
@@ -204,11 +240,11 @@ class Backbone(abc.ABC):
             out.append(gen_suffix + self.answer_prefix)
         return out
 
-    def encode(self, bodies: Sequence[Sequence[Segment]], generation: bool = True, spans: bool = False,
+    def encode(self, bodies: Sequence[Sequence[Segment]], generation: bool = True, last_span: bool = False,
                chat: bool = True) -> PromptBatch:
         """Prompt bodies -> a left-padded batch (see PromptBatch)."""
         prompts = [self.wrap(b, generation) if chat else list(b) for b in bodies]
-        return self.pad(self._encode_many(prompts, spans=spans))
+        return self.pad(self._encode_many(prompts, last_span=last_span))
 
     def pad(self, items: Sequence[Encoded]) -> PromptBatch:
         """Left padding; real tokens keep the positions they had alone, so padding changes nothing."""
@@ -229,7 +265,8 @@ class Backbone(abc.ABC):
             mask[i, length - size:] = 1
             ids[i, length - size:] = e.input_ids
             pos[..., i, length - size:] = e.position_ids
-            spans.append([(a + length - size, b + length - size) for a, b in e.spans] if e.spans else None)
+            shift = length - size
+            spans.append((e.last_span[0] + shift, e.last_span[1] + shift) if e.last_span else None)
         return PromptBatch(embeds, mask, pos, ids, spans)
 
     @property
@@ -240,15 +277,16 @@ class Backbone(abc.ABC):
                 return int(cand)
         return 0
 
-    def run(self, batch: PromptBatch, hidden_states: bool = False, past=None, use_cache: bool = False):
-        """One forward of the LLM over a batch; returns the decoder's output."""
+    def run(self, batch: PromptBatch, hidden_states: bool = False, cache=None, use_cache: bool = False):
+        """One forward of the LLM over a batch; returns the decoder's output (its KV cache in
+        ``output_cache(out)``)."""
         return self.decoder(
             inputs_embeds=batch.inputs_embeds,
             attention_mask=batch.attention_mask,
             position_ids=batch.position_ids,
-            past_key_values=past,
             use_cache=use_cache,
             output_hidden_states=hidden_states,
+            **{cache_argument(type(self.decoder)): cache},
         )
 
     @torch.no_grad()
@@ -305,12 +343,11 @@ class Backbone(abc.ABC):
         for d in demos:
             body: list[Segment] = [load_image(d.image)] if d.image is not None else []
             bodies.append(body + [self.demo_text(d)])
-        batch = self.encode(bodies, generation=False, spans=True)
+        batch = self.encode(bodies, generation=False, last_span=True)
         out = self.run(batch, hidden_states=True)
         states = out.hidden_states[layer]
         result = []
-        for i, spans in enumerate(batch.spans):
-            start, end = spans[-1]
+        for i, (start, end) in enumerate(batch.last_spans):
             result.append(DemoStates(states[i, start:end].clone(), batch.input_ids[i, start:end].clone()))
         return result
 
@@ -323,8 +360,8 @@ class Backbone(abc.ABC):
     @torch.no_grad()
     def image_embeddings(self, images: Sequence[ImageLike]) -> list[torch.Tensor]:
         """Each image's embeddings as the LLM receives them, (image tokens, hidden) per image."""
-        batch = self.encode([[load_image(i)] for i in images], chat=False, spans=True)
-        return [batch.inputs_embeds[i, spans[0][0]:spans[0][1]] for i, spans in enumerate(batch.spans)]
+        batch = self.encode([[load_image(i)] for i in images], chat=False, last_span=True)
+        return [batch.inputs_embeds[i, start:end] for i, (start, end) in enumerate(batch.last_spans)]
 
     # ----------------------------------------------------------------- generation
     @torch.no_grad()
@@ -337,7 +374,7 @@ class Backbone(abc.ABC):
         eos = set(t for t in [tok.eos_token_id] + list(getattr(self, "extra_eos_ids", [])) if t is not None)
         n = batch.inputs_embeds.shape[0]
         out = self.run(batch, use_cache=True)
-        past = out.past_key_values
+        cache = output_cache(out)
         logits = self.lm_head(out.last_hidden_state[:, -1])
         mask, pos = batch.attention_mask, batch.position_ids[..., -1:]
         tokens: list[list[int]] = [[] for _ in range(n)]
@@ -365,8 +402,8 @@ class Backbone(abc.ABC):
             pos = pos + 1
             step = PromptBatch(self.embed_tokens(nxt[:, None]).to(batch.inputs_embeds.dtype), mask, pos,
                                nxt[:, None])
-            out = self.run(step, past=past, use_cache=True)
-            past = out.past_key_values
+            out = self.run(step, cache=cache, use_cache=True)
+            cache = output_cache(out)
             logits = self.lm_head(out.last_hidden_state[:, -1])
         results = []
         for i in range(n):

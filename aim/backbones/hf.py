@@ -273,7 +273,7 @@ class HFBackbone(Backbone):
         kwargs = {"images": self.processor_images(images)} if images else {}
         return self.processor(text=[text], return_tensors="pt", **kwargs)
 
-    def _encode(self, segments: Sequence[Segment], spans: bool = False) -> Encoded:
+    def _encode(self, segments: Sequence[Segment], last_span: bool = False) -> Encoded:
         inputs = self._process(segments)
         caught: dict = {}
 
@@ -309,26 +309,20 @@ class HFBackbone(Backbone):
                 raise BackboneError(f"{self.model_id}: {fused.shape[0]} fused tokens but {where.numel()} "
                                     f"placeholder positions; the text of the prompt contains {self.virtual_token!r}")
             embeds[where] = fused
-        return Encoded(embeds, pos.clone(), ids, self._spans(segments, ids) if spans else None)
+        return Encoded(embeds, pos.clone(), ids, self._last_span(segments, ids) if last_span else None)
 
-    def _spans(self, segments: Sequence[Segment], ids: torch.Tensor) -> list:
-        """[start, end) of each segment in the prompt's tokens ``ids``. A segment ends where the
-        tokens of the prompt cut after it stop agreeing with ``ids``, so a token that spans a
-        boundary (" Question" after "USER: ") belongs to the segment it ends in."""
+    def _last_span(self, segments: Sequence[Segment], ids: torch.Tensor) -> tuple[int, int]:
+        """[start, end) of the last segment in the prompt's tokens ``ids``: it starts where the tokens
+        of the prompt without it stop agreeing with ``ids``, so a token that spans the boundary
+        (" Question" after "USER: ") belongs to the last segment. One more processor call."""
         full = ids.tolist()
-        out, start = [], 0
-        for i in range(len(segments)):
-            if i == len(segments) - 1:
-                end = len(full)
-            else:
-                part = self._process(segments[: i + 1])["input_ids"][0].tolist()
-                end = 0
-                while end < min(len(part), len(full)) and part[end] == full[end]:
-                    end += 1
-            end = max(end, start)
-            out.append((start, end))
-            start = end
-        return out
+        if len(segments) < 2:
+            return 0, len(full)
+        head = self._process(segments[:-1])["input_ids"][0].tolist()
+        start = 0
+        while start < min(len(head), len(full)) and head[start] == full[start]:
+            start += 1
+        return start, len(full)
 
     # ------------------------------------------------------------------ retrieval keys
     @torch.no_grad()

@@ -94,7 +94,7 @@ def load_backbone(name_or_path: str = DEFAULT_BACKBONE, *, dtype: torch.dtype | 
             raise BackboneError(f"{name_or_path!r} names no model: {family}:PATH_OR_HUB_ID")
         return adapter_class(family).from_pretrained(rest, **opts)
     if name_or_path in available():
-        if name_or_path == DEFAULT_BACKBONE or not hasattr(adapter_class(name_or_path), "model_class"):
+        if adapter_class(name_or_path).ships_weights:
             return adapter_class(name_or_path).from_pretrained(None, **opts)
         folder = f" (for the folder {name_or_path}, write ./{name_or_path})" if os.path.isdir(name_or_path) else ""
         raise BackboneError(f"{name_or_path!r} is a family; give a model too: {name_or_path}:PATH_OR_HUB_ID{folder}")

@@ -6,15 +6,11 @@ import os
 from collections import Counter
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
-from ..errors import AimError, ImageError
+from ..errors import DatasetError, ImageError
 from .record import Record
 
 ID_FIELDS = ("question_id", "id")
 NEEDED = "every record needs question_id, question, answers and image"
-
-
-class DatasetError(AimError):
-    """A dataset file is malformed (a missing field, a repeated id) or of an unknown format."""
 
 
 def where(source: str, index: int, record_id: Any = None) -> str:

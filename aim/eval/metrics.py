@@ -46,7 +46,7 @@ import logging
 import re
 from typing import Any, Iterable, Mapping, Union
 
-from ..errors import AimError
+from ..errors import MetricError
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +54,6 @@ __all__ = ["ARTICLES", "CONTRACTIONS", "NUMBER_WORDS", "PUNCTUATION", "MetricErr
            "exact_match", "normalize_answer", "vqa_accuracy"]
 
 Answer = Union[str, Mapping[str, Any]]
-
-
-class MetricError(AimError, ValueError):
-    """Answers or predictions a metric cannot score."""
 
 
 #: Number words mapped to digits (whole words only).

@@ -18,7 +18,7 @@ import logging
 import os
 from typing import Iterable, Optional
 
-from ..checkpoint import write_json
+from ..saving import write_json
 from ..errors import AimError
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ started again skips what is done and ends with the same samples and figures.
 - ``raw`` shows k demonstrations with their images, ``text`` their texts only, ``fused`` their
   fused tokens from the bank. All go through ``aim.prompting.assemble`` and greedy
   ``Backbone.generate``.
-- Demonstrations come from a ``DemoBank`` through ``FewShot.select`` (the selection of the Python
+- Demonstrations come from a ``DemoBank`` through ``FewShot.demo_ids`` (the selection of the Python
   API); a query never sees itself when the pool is the dataset. Records that carry an
   ``extra["episode"]`` (label-binding episodes) bring their own demonstrations
   (``aim.data.binding.episode_demos(record, k, seed)``); ``fused`` fuses those on the fly.
@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from ..api import SELECT_KEYS, FewShot
 from ..backbones.base import Backbone, Demo
-from ..compress import fuser_fingerprint
+from ..data import binding
 from ..data.record import Record
 from ..errors import AimError
 from ..fusion import Fuser
@@ -70,11 +70,6 @@ class Plan:
 
 def episode_demos(record: Record, shots: int, seed: int) -> list[Record]:
     """The demonstrations an episode record brings (``aim.data.binding``), in prompt order."""
-    try:
-        from ..data import binding
-    except ImportError as err:
-        raise AimError(f"record {record.id} is a label-binding episode, but aim.data.binding cannot be "
-                       f"imported ({err})") from err
     demos = binding.episode_demos(record, shots, seed=seed)
     if len(demos) != shots:
         raise AimError(f"episode record {record.id} gave {len(demos)} demonstrations for {shots} shots")
@@ -157,7 +152,7 @@ class IclEval:
         self.pool = pool
         self.exclude_self = same_source(config.pool, config.dataset)
         self.run_config = dict(asdict(config), metric=self.metric, backbone=backbone.fingerprint(),
-                               fuser=fuser_fingerprint(self.fuser) if self.fuser is not None else None,
+                               fuser=self.fuser.fingerprint() if self.fuser is not None else None,
                                bank=os.path.abspath(bank) if bank else None)
         self.run_config["methods"], self.run_config["shots"] = list(config.methods), list(config.shots)
         self.run_config["seeds"] = list(config.seeds)
@@ -254,7 +249,7 @@ class IclEval:
         first = next((r for r in self.records if not is_episode(r)), None)
         if first is not None:
             image = load_image(first.image) if self.backbone.accepts_images else None
-            self.fewshot.select([image], [first.question], 1, self.config.select, 0)
+            self.fewshot.demo_ids([image], [first.question], 1, self.config.select, 0)
 
     def _batch(self, cell: Cell, chunk: list) -> list[dict]:
         """Answer one batch of (query number, record) in one cell -> its samples."""
@@ -297,7 +292,7 @@ class IclEval:
         fused: list[list[torch.Tensor]] = [[] for _ in range(n)]
         from_bank = [i for i, (_, r) in enumerate(chunk) if not is_episode(r)]
         if from_bank:
-            chosen = self.fewshot.select([images[i] for i in from_bank], [questions[i] for i in from_bank],
+            chosen = self.fewshot.demo_ids([images[i] for i in from_bank], [questions[i] for i in from_bank],
                                          cell.shots, self.config.select, cell.seed,
                                          exclude=[chunk[i][1].id for i in from_bank] if self.exclude_self else None,
                                          query_numbers=[chunk[i][0] for i in from_bank])

@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from ..checkpoint import save_checkpoint
-from ..errors import BackboneError
+from ...errors import BackboneError, ConfigError
+from ...saving import save_module
 
 CONFIG_NAME = "connector_config.json"
 WEIGHTS_NAME = "connector.safetensors"
@@ -31,7 +31,7 @@ class ConnectorConfig:
 
     def __post_init__(self):
         if self.image_size % 32:
-            raise ValueError(f"image_size must be a multiple of 32 (EfficientNet stride), got {self.image_size}")
+            raise ConfigError(f"image_size must be a multiple of 32 (EfficientNet stride), got {self.image_size}")
 
     @property
     def image_tokens(self) -> int:
@@ -54,7 +54,7 @@ class Connector(nn.Module):
         return self.fc2(self.act(self.fc1(self.norm(x))))
 
     def save_pretrained(self, folder: str) -> None:
-        save_checkpoint(folder, self, self.config, WEIGHTS_NAME, CONFIG_NAME)
+        save_module(folder, self, self.config, WEIGHTS_NAME, CONFIG_NAME)
 
     @classmethod
     def from_pretrained(cls, folder: str) -> "Connector":

@@ -1,46 +1,46 @@
 """The pocket backbone: EfficientNet-Lite0 -> trained connector -> SmolLM2-135M-Instruct.
 
-Everything comes from installed packages (see aim/pocket/assets.py) and the checkpoints that ship
-in ``aim/checkpoints``: ``pocket-connector`` (stage 1, captions) and ``pocket-icl`` (stage 2,
-interleaved episodes: connector + a LoRA merged into the LLM at load), the default. It runs offline
-on a laptop CPU. Several images per prompt are supported, so raw multimodal ICL is a real baseline.
+Everything comes from installed packages (``assets.py``) and the checkpoints that ship in
+``checkpoints/`` beside this file: ``connector`` (stage 1, captions), ``icl`` (stage 2, interleaved
+episodes: connector + a LoRA merged into the LLM at load; the default) and ``fuser`` (the fuser that
+ships for the default). It runs offline on a laptop CPU. Several images per prompt are supported, so
+raw multimodal ICL is a real baseline.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
+import warnings
 from typing import Optional, Sequence
 
 import torch
 from PIL import Image
 
-from ..errors import BackboneError
-from ..pocket.assets import LLM_NAME, llm_folder
-from ..pocket.connector import Connector
-from ..pocket.vision import VisionTower
-from .base import Backbone, Encoded, Segment, Virtual
-from .hf import quantization_config
+from ...errors import BackboneError
+from ...saving import file_digest
+from ..base import Backbone, Encoded, Segment, Virtual
+from ..hf import quantization_config
+from .assets import LLM_NAME, llm_folder
+from .config import DEFAULT_CHECKPOINT, DEFAULT_FUSER
+from .connector import Connector
+from .vision import VisionTower
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINTS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "checkpoints")
-STAGE1_CONNECTOR = os.path.join(CHECKPOINTS, "pocket-connector")  # `aim train connector`
-DEFAULT_CHECKPOINT = os.path.join(CHECKPOINTS, "pocket-icl")  # `aim train backbone`: connector + LoRA
-DEFAULT_FUSER = os.path.join(CHECKPOINTS, "pocket-fuser")  # `aim train fuser` on the default checkpoint
-DEFAULT_CONNECTOR = DEFAULT_CHECKPOINT  # the folder `pocket` loads (its connector, and LoRA if any)
 
 
-def file_digest(path: str, size: int = 12) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:size]
+def merge_lora(llm, folder: str):
+    """The LLM with the peft adapter in ``folder`` merged into its weights."""
+    from peft import PeftModel
+
+    with warnings.catch_warnings():  # peft asks the model for a property transformers has deprecated
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return PeftModel.from_pretrained(llm, folder).merge_and_unload()
 
 
 class PocketBackbone(Backbone):
     family = "pocket"
+    ships_weights = True  # `load_backbone("pocket")` needs no path: the checkpoints above ship with it
     # the connector was trained with a newline between the image and the text; the answer prefix
     # keeps the 135M LLM's replies short (measured in docs/pocket-backbone.md)
     demo_template = "\nQuestion: {question}\nAnswer: {answer}\n"
@@ -69,7 +69,7 @@ class PocketBackbone(Backbone):
         this module instead (training)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        path = path or DEFAULT_CONNECTOR
+        path = path or DEFAULT_CHECKPOINT
         if connector is None:
             connector = Connector.from_pretrained(path)
             revision = revision or file_digest(os.path.join(path, "connector.safetensors"))
@@ -83,15 +83,13 @@ class PocketBackbone(Backbone):
         llm = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
         adapter = os.path.join(path, "adapter_model.safetensors")
         if os.path.isfile(adapter):  # stage 2 (`aim train backbone`): a LoRA, merged into the weights
-            from peft import PeftModel
-
-            llm = PeftModel.from_pretrained(llm, path).merge_and_unload()
+            llm = merge_lora(llm, path)
             revision = f"{revision}+{file_digest(adapter)}"
         if quant is None:
             llm.to(device)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         vision = VisionTower(connector.config.image_size)
-        name = "pocket" if os.path.abspath(path) == os.path.abspath(DEFAULT_CONNECTOR) else f"pocket:{path}"
+        name = "pocket" if os.path.abspath(path) == os.path.abspath(DEFAULT_CHECKPOINT) else f"pocket:{path}"
         return cls(llm, tokenizer, vision, connector, name, dtype, device, layer, revision)
 
     @property
@@ -109,6 +107,16 @@ class PocketBackbone(Backbone):
     def revision(self) -> Optional[str]:
         return self._revision
 
+    def shipped_fuser(self) -> Optional[str]:
+        """The shipped fuser, made for the default checkpoint (other checkpoints need their own)."""
+        return DEFAULT_FUSER if self.model_id == "pocket" else None
+
+    def training_sequences(self, seed: int, max_shots: int):
+        """The pocket's training episodes (label binding and easy-VQA runs, training splits)."""
+        from .episodes import FuserEpisodes
+
+        return FuserEpisodes(seed, max_shots)
+
     @property
     def image_tokens(self) -> int:
         return self.connector.config.image_tokens
@@ -121,16 +129,16 @@ class PocketBackbone(Backbone):
             out.append(self.connector(self.vision(pixels).to(self.dtype)))
         return torch.cat(out)
 
-    def _encode(self, segments: Sequence[Segment], spans: bool = False) -> Encoded:
-        return self._encode_many([segments], spans)[0]
+    def _encode(self, segments: Sequence[Segment], last_span: bool = False) -> Encoded:
+        return self._encode_many([segments], last_span)[0]
 
-    def _encode_many(self, prompts: Sequence[Sequence[Segment]], spans: bool = False) -> list[Encoded]:
+    def _encode_many(self, prompts: Sequence[Sequence[Segment]], last_span: bool = False) -> list[Encoded]:
         images = [s for p in prompts for s in p if isinstance(s, Image.Image)]
         with torch.no_grad():
             image_embeds = iter(self.image_embeds(images)) if images else iter(())
         results = []
         for prompt in prompts:
-            embeds, ids, bounds, start = [], [], [], 0
+            embeds, ids = [], []
             for seg in prompt:
                 if isinstance(seg, str):
                     tid = torch.tensor(self.tokenizer(seg, add_special_tokens=False).input_ids, dtype=torch.long,
@@ -146,8 +154,7 @@ class PocketBackbone(Backbone):
                     raise TypeError(f"prompt segment of type {type(seg).__name__}: use str, PIL.Image or Virtual")
                 embeds.append(emb)
                 ids.append(tid)
-                bounds.append((start, start + emb.shape[0]))
-                start += emb.shape[0]
-            results.append(Encoded(torch.cat(embeds), torch.arange(start, device=self.device), torch.cat(ids),
-                                   bounds if spans else None))
+            length = sum(e.shape[0] for e in embeds)
+            span = (length - embeds[-1].shape[0], length) if last_span and embeds else None
+            results.append(Encoded(torch.cat(embeds), torch.arange(length, device=self.device), torch.cat(ids), span))
         return results

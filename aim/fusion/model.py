@@ -11,11 +11,13 @@ in the peft manner: ``fusion_config.json`` + ``fusion_model.safetensors``.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -23,98 +25,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from .checkpoint import save_checkpoint
-from .errors import AimError, FusionMismatchError
+from ..errors import AimError, ConfigError, FusionMismatchError
+from ..saving import save_module
+from .config import CONFIG_NAME, TARGET_EMBEDDINGS, WEIGHTS_NAME, FusionConfig
 
 logger = logging.getLogger(__name__)
 
-CONFIG_NAME = "fusion_config.json"
-WEIGHTS_NAME = "fusion_model.safetensors"
-KINDS = ("linear", "mlp", "identity")
-NORMALIZE = ("none", "rms")
-RESIDUAL_MODES = ("add", "prepend")
-INITS = ("identity", "default")
 RMS_EPS = 1e-6
-
-
-@dataclass
-class FusionConfig:
-    """How a fuser is shaped and which backbone it belongs to; saved as ``fusion_config.json``."""
-
-    hidden_size: int = field(default=None, metadata={"help": "the backbone LLM's hidden size (required)"})
-    embed_size: Optional[int] = field(default=None, metadata={
-        "help": "the LLM's input-embedding size; None: same as hidden_size (true of every backbone we have)"})
-    layer: int = field(default=-1, metadata={"help": "which layer's hidden states the fuser reads (-1: the last)"})
-    kind: str = field(default="linear", metadata={
-        "help": "linear: one linear projection (the AIM paper); mlp: Linear-GELU-Linear; "
-                "identity: no fusion, the demonstration's own text embeddings"})
-    mlp_ratio: float = field(default=1.0, metadata={"help": "mlp: inner width = mlp_ratio * embed_size"})
-    residual: bool = field(default=False, metadata={
-        "help": "fused = text embedding + projection(state), the projection's last layer starting at zero "
-                "(an untrained residual fuser returns the text embeddings exactly)"})
-    normalize: str = field(default="none", metadata={
-        "help": "none, or rms: RMS-normalise each state (no learned scale) before the projection"})
-    target_norm: Optional[float] = field(default=None, metadata={
-        "help": "with normalize=rms: the L2 norm given to each normalised state, typically the norm of an "
-                "input embedding (None: unit RMS)"})
-    residual_tokens: Optional[int] = field(default=None, metadata={
-        "help": "residual fusers: the projection is added to the first m fused tokens only, the rest stay the "
-                "demonstration's text embeddings (None: every token). The pocket fuser writes its image "
-                "summary into the first 4 tokens (docs/fuser-design.md)"})
-    residual_mode: str = field(default="add", metadata={
-        "help": "with residual_tokens m: add (the projection of the first m states is added onto the first m "
-                "text embeddings; T' = T) or prepend (it becomes m fused tokens of their own ahead of the text "
-                "embeddings; T' = T + m), the form in which oracle demonstrations of an unseen image domain "
-                "bound labels best (docs/fuser-design.md)"})
-    pool_tokens: Optional[int] = field(default=None, metadata={
-        "help": "None: one fused token per text token; m: adaptive average pooling to m tokens "
-                "(demonstrations shorter than m keep their T tokens)"})
-    init: str = field(default="identity", metadata={
-        "help": "identity: a linear fuser with hidden_size == embed_size starts as init_scale * I, bias 0 "
-                "(other shapes fall back to default); default: PyTorch's initialisation"})
-    init_scale: float = field(default=1.0, metadata={"help": "scale of the identity initialisation"})
-    backbone: Optional[dict] = field(default=None, metadata={
-        "help": "fingerprint of the backbone it was made for: family, model, revision, dtype, hidden_size, layer"})
-    training: dict = field(default_factory=dict, metadata={"help": "what it was trained on, and how"})
-
-    def __post_init__(self):
-        def positive_int(name, value):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-        positive_int("hidden_size", self.hidden_size)
-        if self.embed_size is None:
-            self.embed_size = self.hidden_size
-        positive_int("embed_size", self.embed_size)
-        if isinstance(self.layer, bool) or not isinstance(self.layer, int):
-            raise ValueError(f"layer must be an integer, got {self.layer!r}")
-        for name, allowed in (("kind", KINDS), ("normalize", NORMALIZE), ("init", INITS),
-                              ("residual_mode", RESIDUAL_MODES)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
-        if not self.mlp_ratio > 0:
-            raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio!r}")
-        if self.pool_tokens is not None:
-            positive_int("pool_tokens", self.pool_tokens)
-        if self.residual_tokens is not None:
-            positive_int("residual_tokens", self.residual_tokens)
-            if not self.residual:
-                raise ValueError("residual_tokens needs residual=True (it says where the projection is added)")
-        if self.residual_mode == "prepend" and self.residual_tokens is None:
-            raise ValueError("residual_mode='prepend' needs residual_tokens (how many tokens to put ahead of the text)")
-        if self.target_norm is not None:
-            if not self.target_norm > 0:
-                raise ValueError(f"target_norm must be > 0 or None, got {self.target_norm!r}")
-            if self.normalize != "rms":
-                raise ValueError("target_norm needs normalize='rms' (it scales the normalised states)")
-        if self.residual and self.kind == "identity":
-            raise ValueError("residual has no meaning for kind='identity' (it already returns the text embeddings)")
-        if self.backbone is not None and not isinstance(self.backbone, dict):
-            raise ValueError(f"backbone must be a fingerprint dict or None, got {type(self.backbone).__name__}")
-
-    @property
-    def uses_text(self) -> bool:  # whether fusion needs the demonstration's text embeddings
-        return self.residual or self.kind == "identity"
 
 
 def pool_tokens(x: torch.Tensor, m: int) -> torch.Tensor:
@@ -136,6 +53,9 @@ class Fuser(nn.Module):
 
     def __init__(self, config: FusionConfig):
         super().__init__()
+        if config.hidden_size is None or config.target_norm == TARGET_EMBEDDINGS:
+            raise ConfigError("this FusionConfig is not bound to a backbone (hidden_size or target_norm unresolved): "
+                              "build the fuser with Fuser.for_backbone(backbone, config)")
         self.config = config
         self.source = None  # the folder it was loaded from, for messages
         H, E = config.hidden_size, config.embed_size
@@ -162,14 +82,20 @@ class Fuser(nn.Module):
 
     # ----------------------------------------------------------------- building
     @classmethod
-    def for_backbone(cls, backbone, **config_overrides) -> "Fuser":
-        """A fresh fuser whose config records ``backbone``'s fingerprint and sizes."""
-        layer = config_overrides.pop("layer", getattr(backbone, "layer", -1))
-        hidden = backbone.hidden_size
-        embed_size = config_overrides.pop("embed_size", getattr(backbone, "embed_size", hidden))
-        config = FusionConfig(hidden_size=hidden, embed_size=embed_size, layer=layer,
-                              backbone=dict(backbone.fingerprint(layer=layer)), **config_overrides)
-        return cls(config)
+    def for_backbone(cls, backbone, config: Optional[FusionConfig] = None, **fields_) -> "Fuser":
+        """A fresh fuser for ``backbone``: ``config`` (default: FusionConfig at the backbone's layer)
+        with ``fields_`` replaced, bound to the backbone (sizes, fingerprint; see FusionConfig.bind)."""
+        if config is None:
+            config = FusionConfig(layer=getattr(backbone, "layer", -1))
+        return cls(dataclasses.replace(config, **fields_).bind(backbone))
+
+    def fingerprint(self) -> dict:
+        """What a bank records of its fuser: kind, layer, and a digest of config and weights."""
+        h = hashlib.sha256(repr(sorted((k, v) for k, v in vars(self.config).items() if k != "training")).encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().float().cpu().numpy().tobytes())
+        return {"kind": self.config.kind, "layer": self.config.layer, "digest": h.hexdigest()[:16]}
 
     # ----------------------------------------------------------------- fusing
     def _prepare(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -277,7 +203,7 @@ class Fuser(nn.Module):
     # ----------------------------------------------------------------- saving
     def save_pretrained(self, folder: str) -> None:
         """Write ``fusion_config.json`` (indent 2, sorted keys) and ``fusion_model.safetensors``."""
-        save_checkpoint(folder, self, self.config, WEIGHTS_NAME, CONFIG_NAME)
+        save_module(folder, self, self.config, WEIGHTS_NAME, CONFIG_NAME)
         logger.info("saved %s fuser to %s", self.config.kind, folder)
 
     @classmethod
@@ -297,8 +223,8 @@ class Fuser(nn.Module):
                            "it was written by a newer aim; upgrade aim")
         try:
             config = FusionConfig(**raw)
-        except ValueError as e:
-            raise AimError(f"{os.path.join(folder, CONFIG_NAME)} is invalid: {e}") from e
+        except ConfigError as e:
+            raise ConfigError(f"{os.path.join(folder, CONFIG_NAME)} is invalid: {e}") from e
         model = cls(config)
         model.source = folder
         model.load_state_dict(load_file(os.path.join(folder, WEIGHTS_NAME)))
@@ -311,3 +237,17 @@ class Fuser(nn.Module):
 def identity_fuser(hidden_size: int, embed_size: Optional[int] = None, layer: int = -1) -> Fuser:
     """No fusion: every demonstration stays its own text embeddings (T, embed_size)."""
     return Fuser(FusionConfig(hidden_size=hidden_size, embed_size=embed_size, layer=layer, kind="identity"))
+
+
+def load_fuser(spec: Optional[str], backbone, layer: Optional[int] = None) -> Fuser:
+    """A fuser for ``backbone``: ``identity`` (no fusion: the demonstrations' own text embeddings, at
+    ``layer`` or the backbone's), a fuser folder, or None for the one that ships with the backbone."""
+    if spec is None:
+        spec = backbone.shipped_fuser()
+        if spec is None:
+            raise AimError(f"no fuser given and none ships with backbone {backbone.model_id}: pass --fuser PATH (a "
+                           "folder from `aim train fuser`) or --fuser identity (text embeddings, no fusion)")
+    if spec == "identity":
+        fuser = Fuser.for_backbone(backbone, kind="identity", **({"layer": layer} if layer is not None else {}))
+        return fuser.to(backbone.device)
+    return Fuser.from_pretrained(spec, backbone=backbone).to(backbone.device, backbone.dtype)

@@ -1,4 +1,5 @@
-"""Interleaved training sequences for the pocket backbone's second stage, from training splits only.
+"""The pocket backbone's training data, from training splits only: captions (stage 1) and the
+interleaved sequences of its second stage, which also serve ``aim train fuser`` by default.
 
 Three kinds of example, drawn per step from a generator seeded by (seed, step):
 - ``binding``: 2-5 Fashion-MNIST classes bound to made-up words from the *training* word pool,
@@ -16,10 +17,31 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from ..data import easy_vqa, fashion_mnist
-from ..data.binding import QUESTION as BINDING_QUESTION
-from ..data.binding import made_up_words
-from .connector import INSTRUCTIONS
+from ...data import easy_vqa, fashion_mnist
+from ...data.binding import QUESTION as BINDING_QUESTION
+from ...data.binding import made_up_words
+from ...training.sequences import TrainSequence
+from ..base import Demo
+
+#: the captioning instructions of stage 1 (and of stage 2's caption examples)
+INSTRUCTIONS = [
+    "Describe the image briefly.",
+    "Write a short caption for this image.",
+    "What does this picture show?",
+    "Give a brief description of the image.",
+    "Name what you see in this picture.",
+    "Caption this image.",
+]
+
+
+def fashion_caption(class_name: str) -> str:
+    """"A sneaker.", "An ankle boot." """
+    return f"{'An' if class_name[0] in 'aeiou' else 'A'} {class_name}."
+
+
+def scene_caption(color: str, shape: str) -> str:
+    """An easy-VQA scene: "A blue circle." """
+    return f"A {color} {shape}."
 
 
 @dataclass
@@ -56,12 +78,11 @@ class EpisodePool:
             self.images.append(Image.open(paths[img]).convert("RGB"))
         self.captions = {}
         for c, rows in enumerate(self.by_class):
-            name = fashion_mnist.CLASSES[c][0]
             for r in rows:
-                self.captions[r] = f"{'An' if name[0] in 'aeiou' else 'A'} {name}."
+                self.captions[r] = fashion_caption(fashion_mnist.CLASSES[c][0])
         for img, (color, shape) in scenes.items():
             if img in where:
-                self.captions[where[img]] = f"A {color} {shape}."
+                self.captions[where[img]] = scene_caption(color, shape)
         self.qa = [(where[r.extra["image_id"]], r.question, r.answer) for r in easy_vqa.load_easy_vqa("train")
                    if r.extra["image_id"] in where]
         self.words = made_up_words("train")
@@ -97,3 +118,22 @@ class EpisodePool:
 
         demos = [(draw(j), BINDING_QUESTION, words[j]) for j in labels]
         return Example("binding", demos, draw(query), BINDING_QUESTION, words[query])
+
+
+class FuserEpisodes:
+    """The pocket's episodes as training sequences for ``aim train fuser``: label binding and
+    easy-VQA question runs (no captions), 1 to ``max_shots`` demonstrations."""
+
+    vqa_fraction = 0.25  # the rest is label binding; the shipped fuser was trained on this mix
+
+    def __init__(self, seed: int, max_shots: int):
+        self.pool = EpisodePool(seed=seed)
+        self.max_shots = max_shots
+        self.description = ("pocket episodes: Fashion-MNIST train label binding with made-up words of the training "
+                            f"pool ({1 - self.vqa_fraction:.0%}) and easy-VQA train question runs "
+                            f"({self.vqa_fraction:.0%}), 1-{max_shots} demonstrations")
+
+    def sample(self, rng: np.random.Generator):
+        ex = self.pool.sample(rng, 0.0, self.vqa_fraction, self.max_shots)
+        img = self.pool.images
+        return TrainSequence([Demo(img[i], q, a) for i, q, a in ex.demos], img[ex.image], ex.question, ex.target)

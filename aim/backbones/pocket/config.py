@@ -1,0 +1,52 @@
+"""The pocket's checkpoint folders and its trainers' configurations, plain data (no torch, so
+``aim train connector --help`` and ``aim train backbone --help`` read their defaults from here)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ...training.config import RunConfig
+
+CHECKPOINTS = os.path.join(os.path.dirname(__file__), "checkpoints")
+STAGE1_CONNECTOR = os.path.join(CHECKPOINTS, "connector")  # `aim train connector`
+DEFAULT_CHECKPOINT = os.path.join(CHECKPOINTS, "icl")  # `aim train backbone`: connector + LoRA; what `pocket` loads
+DEFAULT_FUSER = os.path.join(CHECKPOINTS, "fuser")  # `aim train fuser` on the default checkpoint
+
+
+@dataclass
+class ConnectorTrainConfig(RunConfig):
+    """Stage 1 (``aim train connector``); the defaults are those the shipped connector was trained with."""
+
+    out: str = "runs/connector"
+    steps: int = 800
+    batch_size: int = 16
+    warmup: int = 30
+    val_examples: int = 96
+    eval_every: int = 100
+    save_every: int = 50
+    log_every: int = 5
+    lr: float = 1e-3
+    image_size: int = 128
+    easy_vqa_images: int = 4000
+    fashion_per_class: int = 400
+
+
+@dataclass
+class BackboneTrainConfig(RunConfig):
+    """Stage 2 (``aim train backbone``); the shipped ``icl`` checkpoint is this run stopped after step 240."""
+
+    out: str = "runs/pocket-icl"
+    steps: int = 320
+    warmup: int = 20
+    val_examples: int = 48
+    init: str = STAGE1_CONNECTOR  # the stage-1 connector to start from
+    lr_connector: float = 3e-4
+    lr_lora: float = 2e-4
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    caption_fraction: float = 0.15
+    vqa_fraction: float = 0.15
+    max_shots: int = 10
+    fashion_per_class: int = 600
+    easy_vqa_images: int = 3000

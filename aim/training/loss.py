@@ -1,0 +1,57 @@
+"""The one training loss: cross-entropy of a target text given the prompt before it.
+
+Every trainer states its examples as prompt bodies and target texts; the target goes after the
+model's turn opens (``Backbone.wrap``), ends with what the caller asks (the end-of-turn text where
+the model should learn to stop), and only its tokens are scored. The backbone is taken as it comes
+(any object with the protocol's ``wrap``, ``encode``, ``run`` and ``lm_head``): nothing here imports one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class AnswerLoss:
+    """Per example: ``losses`` (B,) mean cross-entropy over its target tokens, ``tokens`` (B,) how
+    many there are, ``first`` whether the target's first token is the model's argmax."""
+
+    losses: torch.Tensor
+    tokens: torch.Tensor
+    first: list
+
+    def mean(self) -> torch.Tensor:
+        """The mean over examples (each example weighs the same)."""
+        return self.losses.mean()
+
+    def token_mean(self) -> torch.Tensor:
+        """The mean over all target tokens of the batch (long targets weigh more)."""
+        return (self.losses * self.tokens).sum() / self.tokens.sum()
+
+
+def answer_prompts(backbone, bodies: Sequence[list], targets: Sequence[str], end: str = "") -> list[list]:
+    """Each body in the chat template with the model's turn open, then ``target + end``."""
+    return [backbone.wrap(body) + [target + end] for body, target in zip(bodies, targets)]
+
+
+def target_logits(backbone, prompts: Sequence[list]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per prompt (whose last segment is the target text): the logits that predict the target's
+    tokens, (T, vocab) float32, and those tokens (T,). Gradients flow as the caller's context says."""
+    batch = backbone.encode(prompts, last_span=True, chat=False)
+    hidden = backbone.run(batch).last_hidden_state
+    out = []
+    for i, (start, end) in enumerate(batch.last_spans):
+        out.append((backbone.lm_head(hidden[i, start - 1:end - 1]).float(), batch.input_ids[i, start:end]))
+    return out
+
+
+def answer_loss(backbone, prompts: Sequence[list]) -> AnswerLoss:
+    """The cross-entropy of each prompt's last segment (see ``target_logits``)."""
+    pairs = target_logits(backbone, prompts)
+    losses = torch.stack([F.cross_entropy(logits, labels) for logits, labels in pairs])
+    tokens = torch.tensor([len(labels) for _, labels in pairs], dtype=losses.dtype, device=losses.device)
+    first = [bool(logits[0].argmax() == labels[0]) for logits, labels in pairs]
+    return AnswerLoss(losses, tokens, first)
