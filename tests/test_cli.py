@@ -47,6 +47,26 @@ def test_unknown_dataset():
     assert "coco:val" in line and "easy-vqa:test" in line
 
 
+def test_a_bad_training_setting_is_one_line_before_anything_loads(tmp_path):
+    line = one_error_line(run_cli("train", "fuser", "--out", str(tmp_path / "run"), "--batch-size", "3",
+                                  "--grad-accum", "2"))
+    assert line == "error: --batch-size 3 must be a multiple of --grad-accum 2"
+    line = one_error_line(run_cli("train", "fuser", "--out", str(tmp_path / "run"), "--residual-mode", "prepend",
+                                  "--residual-tokens", "0"))
+    assert "residual_mode='prepend' needs residual_tokens" in line and "--residual-tokens N" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_main_job_is_quiet_unless_verbose():
+    result = run_cli("answer", "--dataset", "easy-vqa:test", "--limit", "1")
+    assert result.returncode == 0, result.stderr
+    noise = [line for line in result.stderr.replace("\r", "\n").splitlines()
+             if line.strip() and not line.startswith("answering")]
+    assert noise == [], noise  # no warnings, no weight-loading bars: aim's own bar and the table only
+    verbose = run_cli("-v", "answer", "--dataset", "easy-vqa:test", "--limit", "1")
+    assert verbose.returncode == 0 and "Loading weights" in verbose.stderr  # the libraries' own output, with -v
+
+
 def test_help_lists_commands():
     out = CliRunner().invoke(cli, ["--help"]).output
     for command in ("answer", "ask", "info", "train"):

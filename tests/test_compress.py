@@ -13,9 +13,8 @@ import torch
 import aim
 from aim.bank import BankError, DemoBank
 from aim.compress import compress_demos
-from aim.fusion import load_fuser
 from aim.data.spec import load_records
-from aim.fusion import Fuser
+from aim.fusion import Fuser, load_fuser
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,5 +1,6 @@
 """The pocket backbone through the protocol: exactness of the embeds path, demonstration reading,
 several images per prompt, generation, and its loading errors."""
+import os
 
 import numpy as np
 import pytest
@@ -7,7 +8,6 @@ import torch
 from PIL import Image
 
 from aim import BackboneError, Demo, ImageError, Virtual, load_backbone
-
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +110,24 @@ def test_missing_and_corrupt_images(pocket, tmp_path):
     bad.write_bytes(b"not a png at all")
     with pytest.raises(ImageError, match="bad.png.*corrupt"):
         pocket.read_demos([Demo(str(bad), "q", "a")])
+
+
+def test_what_ships_with_it(pocket):
+    from aim.backbones.pocket import DEFAULT_FUSER, STAGE1_CONNECTOR, PocketBackbone
+
+    assert PocketBackbone.ships_weights and pocket.model_id == "pocket"
+    assert pocket.end_of_turn == "<|im_end|>"  # read off SmolLM2's chat template
+    assert pocket.shipped_fuser() == DEFAULT_FUSER
+    stage1 = load_backbone(f"pocket:{STAGE1_CONNECTOR}")
+    assert stage1.model_id.startswith("pocket:") and stage1.shipped_fuser() is None  # made for the default only
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="Fashion-MNIST not installed")
+def test_its_own_training_sequences(pocket):
+    source = pocket.training_sequences(seed=0, max_shots=3)
+    seqs = [source.sample(np.random.default_rng([0, i])) for i in range(6)]
+    assert all(1 <= len(s.demos) <= 3 and s.target and s.image is not None for s in seqs)
+    assert "pocket episodes" in source.description and "1-3 demonstrations" in source.description
 
 
 def test_connector_folder_errors(tmp_path):

@@ -83,6 +83,15 @@ def test_recall_at_k():
     assert recall_at_k(np.array([[1, 2, -1, 9], [5, 6, 7, 8]]), exact) == pytest.approx(0.75)
 
 
+def assert_same_results(a, b):
+    """Two searches agree: the same ids in the same order, scores equal up to float rounding (FAISS
+    computes distances with different SIMD kernels for one query and for a batch, and CPUs round
+    them differently: 6e-8 apart on an AMD EPYC)."""
+    (scores_a, ids_a), (scores_b, ids_b) = a, b
+    np.testing.assert_array_equal(ids_a, ids_b)
+    np.testing.assert_allclose(scores_a, scores_b, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
 def test_save_load_round_trip(pool, tmp_path, kind):
     keys, ids, queries = pool
@@ -96,8 +105,32 @@ def test_save_load_round_trip(pool, tmp_path, kind):
     assert loaded.kind == kind and loaded.parameters() == index.parameters()
     assert loaded.parameters() == {"flat": {}, "ivf": {"nlist": index.nlist, "nprobe": 7},
                                    "hnsw": {"hnsw_m": 32, "ef_construction": 80, "ef_search": 33}}[kind]
-    for a, b in zip(index.search(queries, 10), loaded.search(queries, 10)):
-        np.testing.assert_array_equal(a, b)
+    assert_same_results(index.search(queries, 10), loaded.search(queries, 10))
+
+
+def test_ids_live_inside_the_index_file(pool, tmp_path):
+    keys, ids, queries = pool
+    KeyIndex.build(keys, ids, kind="hnsw").save(tmp_path / "keys.faiss")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keys.faiss", "keys.faiss.json"]  # no ids sidecar
+    raw = faiss.read_index(str(tmp_path / "keys.faiss"))
+    assert isinstance(raw, faiss.IndexIDMap2)
+    np.testing.assert_array_equal(faiss.vector_to_array(raw.id_map), ids)
+    _, got = KeyIndex.load(tmp_path / "keys.faiss").search(queries, 5)
+    assert np.isin(got, ids).all()  # FAISS answers in the demos' own ids
+
+
+def test_an_index_of_the_first_format_is_refused(pool, tmp_path):
+    keys, ids, _ = pool
+    KeyIndex.build(keys[:50], ids[:50], kind="flat").save(tmp_path / "keys.faiss")
+    side = tmp_path / "keys.faiss.json"
+    side.write_text(json.dumps(dict(json.loads(side.read_text()), format_version=1)))
+    with pytest.raises(AimError, match="has format 1.*rebuild it"):
+        KeyIndex.load(tmp_path / "keys.faiss")
+
+
+def test_negative_ids_are_refused():
+    with pytest.raises(AimError, match="must be >= 0"):
+        KeyIndex(4).add(random_keys(2, 4), [0, -1])
 
 
 def test_load_missing_file_is_clear(tmp_path):
@@ -115,8 +148,7 @@ def test_append_in_chunks_equals_add_at_once(pool, kind):
     for start in range(0, 2000, 300):
         chunked.add(keys[start:start + 300], ids[start:start + 300])
     np.testing.assert_array_equal(chunked.ids, whole.ids)
-    for a, b in zip(whole.search(queries, 12), chunked.search(queries, 12)):
-        np.testing.assert_array_equal(a, b)
+    assert_same_results(whole.search(queries, 12), chunked.search(queries, 12))
 
 
 def test_default_ids_continue_and_duplicates_rejected():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 import aim
 from aim.errors import AimError
@@ -111,6 +112,8 @@ def test_resume_gives_the_same_fuser(backbone, dataset, tmp_path, interrupt_afte
     with pytest.raises(KeyboardInterrupt):
         training.train_fuser(backbone, config(tmp_path / "b", dataset))
     restore()
+    state = load_file(str(tmp_path / "b" / "state" / "model.safetensors"))
+    assert set(state) == {"fuser.proj.weight", "fuser.proj.bias"}  # a resume point holds what trains
     resumed = Fuser.from_pretrained(training.train_fuser(backbone, config(tmp_path / "b", dataset)))
     for key, value in straight.state_dict().items():
         assert torch.allclose(value, resumed.state_dict()[key], atol=1e-6), key
