@@ -9,8 +9,7 @@ import click
 
 from .backbones.pocket.config import BackboneTrainConfig, ConnectorTrainConfig
 from .errors import AimError
-from .fusion.config import TARGET_EMBEDDINGS, TRAINED_FUSER
-from .training.config import FuserTrainConfig
+from .fusion.config import TARGET_EMBEDDINGS, TRAINED_FUSER, FuserTrainConfig
 
 #: libraries whose warnings and progress bars are shown with -v only (a user sees aim's own bars,
 #: warnings and the table otherwise)
@@ -355,7 +354,7 @@ def train_fuser_cmd(kind, residual, layer, normalize, residual_tokens, residual_
     OUT/fusion_model.safetensors, OUT/log.jsonl and OUT/loss.png."""
     import dataclasses
 
-    from .training.fuser import train_fuser
+    from .fusion.train import train_fuser
 
     backbone_opts = {k: opts.pop(k) for k in ("backbone", "device", "dtype", "load_in_4bit", "load_in_8bit",
                                               "trust_remote_code")}

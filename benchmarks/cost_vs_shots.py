@@ -64,7 +64,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import aim  # noqa: E402
-from aim.backbones.base import Demo, PromptBatch  # noqa: E402
+from aim.backbones.base import Demo, PromptBatch, output_cache  # noqa: E402
 from aim.images import load_image  # noqa: E402
 from aim.prompting import assemble  # noqa: E402
 
@@ -91,14 +91,14 @@ def greedy_forced(backbone, batch: PromptBatch, new_tokens: int, sync=lambda: No
     prefill = time.perf_counter() - start
     start = time.perf_counter()
     tokens = [nxt]
-    past, mask, pos = out.past_key_values, batch.attention_mask, batch.position_ids[..., -1:]
+    cache, mask, pos = output_cache(out), batch.attention_mask, batch.position_ids[..., -1:]
     n = batch.inputs_embeds.shape[0]
     for _ in range(new_tokens - 1):
         mask = torch.cat([mask, mask.new_ones(n, 1)], dim=1)
         pos = pos + 1
         step = PromptBatch(backbone.embed_tokens(nxt[:, None]).to(batch.inputs_embeds.dtype), mask, pos, nxt[:, None])
-        out = backbone.run(step, past=past, use_cache=True)
-        past = out.past_key_values
+        out = backbone.run(step, cache=cache, use_cache=True)
+        cache = output_cache(out)
         nxt = backbone.lm_head(out.last_hidden_state[:, -1]).argmax(-1)
         tokens.append(nxt)
     sync()

@@ -7,7 +7,7 @@ side with raw and text-only demonstrations.
 
 Designs (one change at a time from the first, the default of `aim train fuser`):
 - aligned-r4-rms-l15-lm: text embedding + W rms(layer-15 state) on the first 4 tokens, W started by
-  least squares toward the demonstration's image pooled to 4 (aim/training/align.py); LM loss
+  least squares toward the demonstration's image pooled to 4 (aim/fusion/align.py); LM loss
 - ...-closed-form: the least-squares start alone, no gradient step
 - zero-r4-rms-l15-lm: W from zero instead (no aligned start)
 - zero-all-rms-l15-lm: W from zero, added to every token (the design shipped before the aligned start)
@@ -18,6 +18,7 @@ Designs (one change at a time from the first, the default of `aim train fuser`):
 Runs resume (training and evaluation); writes benchmarks/results/fuser_designs.json and prints a table.
 """
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -29,8 +30,7 @@ from aim import load_backbone  # noqa: E402
 from aim.data.spec import load_records  # noqa: E402
 from aim.eval.config import IclEvalConfig  # noqa: E402
 from aim.eval.runner import icl_eval  # noqa: E402
-from aim.fusion import Fuser  # noqa: E402
-from aim.training.fuser import FuserTrainConfig, train_fuser  # noqa: E402
+from aim.fusion import TRAINED_FUSER, Fuser, FuserTrainConfig, FusionConfig, train_fuser  # noqa: E402
 
 BASE = dict(objective="lm", residual=True, normalize="rms", layer=15, pool_tokens=None, residual_tokens=4,
             align=512)
@@ -50,6 +50,16 @@ DESIGNS = {
     "aligned-pool4-rms-l15-closed-form": {"pool_tokens": 4, **CLOSED},
 }
 CELLS = (("fashion-mnist-binding-2way:test", 8), ("fashion-mnist-binding-5way:test", 10))
+FUSION_FIELDS = {f.name for f in dataclasses.fields(FusionConfig)}
+
+
+def train_config(folder: str, design: dict) -> FuserTrainConfig:
+    """A design (fuser fields and training fields in one dict) as the trainer's config."""
+    fusion = {k: v for k, v in design.items() if k in FUSION_FIELDS}
+    if fusion.get("normalize") == "none":
+        fusion["target_norm"] = None  # the target norm scales RMS-normalised states only
+    run = {k: v for k, v in design.items() if k not in FUSION_FIELDS}
+    return FuserTrainConfig(out=folder, fusion=dataclasses.replace(TRAINED_FUSER, **fusion), **run)
 
 
 def evaluate(backbone, fuser, methods, n: int, seeds, output: str, batch_size: int) -> dict:
@@ -91,7 +101,7 @@ def main() -> None:
     for name in args.designs.split(","):
         folder = os.path.join(args.runs, name)
         design = {**BASE, "steps": args.steps, **DESIGNS[name]}
-        cfg = FuserTrainConfig(out=folder, **design)
+        cfg = train_config(folder, design)
         start = time.perf_counter()
         train_fuser(backbone, cfg)
         minutes = (time.perf_counter() - start) / 60

@@ -1,6 +1,6 @@
 """Does the pocket backbone keep its own abilities after stage 2? Stage 1 against stage 2, side by side.
 
-    python benchmarks/pocket_stage2.py --stage1 pocket:aim/checkpoints/pocket-connector --stage2 pocket --n 500
+    python benchmarks/pocket_stage2.py --stage1 pocket:aim/backbones/pocket/checkpoints/connector --stage2 pocket --n 500
 
 On test splits only, for each backbone:
 - captioning: "Describe the image briefly." on easy-VQA test scenes and Fashion-MNIST test images;
@@ -28,6 +28,7 @@ from aim.data import easy_vqa, fashion_mnist  # noqa: E402
 from aim.data.spec import load_records  # noqa: E402
 from aim.eval.answer import answer_records, score  # noqa: E402
 from aim.eval.metrics import normalize_answer  # noqa: E402
+from aim.training.loss import answer_loss, answer_prompts  # noqa: E402
 
 INSTRUCTION = "Describe the image briefly."
 
@@ -64,14 +65,9 @@ def caption_eval(backbone, items, batch_size: int) -> dict:
         right += [names_all(g.text, groups) for g, (_, _, groups) in zip(gens, chunk)]
         texts += [g.text for g in gens]
         embeds = backbone.image_embeds([img for img, _, _ in chunk])
-        prompts = [backbone.wrap([Virtual(e), "\n" + INSTRUCTION]) + [" " + ref + "<|im_end|>"]
-                   for e, (_, ref, _) in zip(embeds, chunk)]
-        enc = backbone.encode(prompts, spans=True, chat=False)
-        hidden = backbone.run(enc).last_hidden_state
-        for j, spans in enumerate(enc.spans):
-            start, end = spans[-1]
-            logits = backbone.lm_head(hidden[j, start - 1:end - 1]).float()
-            losses.append(float(torch.nn.functional.cross_entropy(logits, enc.input_ids[j, start:end])))
+        prompts = answer_prompts(backbone, [[Virtual(e), "\n" + INSTRUCTION] for e in embeds],
+                                 [" " + ref for _, ref, _ in chunk], end=backbone.end_of_turn)
+        losses += answer_loss(backbone, prompts).losses.tolist()
     half = len(items) // 2
     return {"caption_right_easy_vqa": float(np.mean(right[:half])), "caption_right_fashion": float(np.mean(right[half:])),
             "caption_loss_easy_vqa": float(np.mean(losses[:half])), "caption_loss_fashion": float(np.mean(losses[half:])),
@@ -96,7 +92,7 @@ def zero_shot(backbone, n: int, seed: int, batch_size: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stage1", default="pocket:aim/checkpoints/pocket-connector")
+    ap.add_argument("--stage1", default="pocket:aim/backbones/pocket/checkpoints/connector")
     ap.add_argument("--stage2", default="pocket")
     ap.add_argument("--n", type=int, default=500, help="zero-shot questions per dataset")
     ap.add_argument("--captions", type=int, default=200, help="caption images per dataset")

@@ -63,11 +63,10 @@ def main() -> None:
     for b in range(0, len(demos), args.batch_size):
         chunk = demos[b:b + args.batch_size]
         batch = backbone.encode([[load_image(d.image), backbone.demo_text(d)] for d in chunk], generation=False,
-                                spans=True)
+                                last_span=True)
         out = backbone.run(batch, hidden_states=True)
-        for i, spans in enumerate(batch.spans):
-            (ia, ib), (a, e) = spans[-2], spans[-1]
-            images.append(batch.inputs_embeds[i, ia:ib].float().mean(0))
+        images += list(backbone.image_features([d.image for d in chunk]))  # the mean of its image embeddings
+        for i, (a, e) in enumerate(batch.last_spans):
             tokens = backbone.tokenizer.convert_ids_to_tokens(batch.input_ids[i, a:e].tolist())
             answer = max(j for j, t in enumerate(tokens) if "Answer" in t)
             for layer in layers:

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 import aim
 from aim.errors import AimError
 from aim.fusion import TRAINED_FUSER, Fuser
-from aim.training import fuser as training
+from aim.fusion import train as training
 from aim.training import sequences
 
 
@@ -76,7 +76,7 @@ def test_untrained_residual_fuser_is_the_text_demo(backbone):
 
 def test_aligned_start_fits_the_demos_own_image_embeddings(backbone, dataset):
     from aim.fusion import pool_tokens
-    from aim.training.align import align_fuser
+    from aim.fusion.align import align_fuser
 
     fuser = Fuser.for_backbone(backbone, fusion(residual_tokens=2))
     source = sequences.RecordSequences(dataset, max_shots=3)

@@ -17,6 +17,7 @@ from typing import Optional, Sequence, Union
 import torch
 from PIL import Image
 
+from ..data.record import Demo
 from ..images import ImageLike, load_image
 
 logger = logging.getLogger(__name__)
@@ -48,15 +49,6 @@ class Virtual:
 
 
 Segment = Union[str, Image.Image, Virtual]
-
-
-@dataclass(frozen=True)
-class Demo:
-    """One image-text demonstration (``image`` may be None for text-only use)."""
-
-    image: Optional[ImageLike]
-    question: str
-    answer: str
 
 
 @dataclass

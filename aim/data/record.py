@@ -1,10 +1,12 @@
-"""The one record type every reader produces."""
+"""The one record type every reader produces, and the demonstration a backbone reads."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from PIL import Image
+
+from ..images import ImageLike
 
 
 @dataclass
@@ -21,3 +23,12 @@ class Record:
     @property
     def answer(self) -> str:
         return self.answers[0]
+
+
+@dataclass(frozen=True)
+class Demo:
+    """One image-text demonstration (``image`` may be None for text-only use)."""
+
+    image: Optional[ImageLike]
+    question: str
+    answer: str

@@ -1,4 +1,5 @@
-"""``FusionConfig``: how a fuser is shaped and which backbone it belongs to (``fusion_config.json``).
+"""``FusionConfig``: how a fuser is shaped and which backbone it belongs to (``fusion_config.json``);
+``FuserTrainConfig``: how ``aim train fuser`` trains one (it holds a ``FusionConfig``).
 
 Plain data, no torch: the CLI reads its defaults (``TRAINED_FUSER``) without loading a model.
 """
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Union
 
 from ..errors import ConfigError
+from ..training.config import RunConfig
 
 CONFIG_NAME = "fusion_config.json"
 WEIGHTS_NAME = "fusion_model.safetensors"
@@ -120,3 +122,38 @@ class FusionConfig:
 #: 4 tokens (docs/fuser-design.md)
 TRAINED_FUSER = FusionConfig(kind="linear", residual=True, layer=15, normalize="rms", target_norm=TARGET_EMBEDDINGS,
                              residual_tokens=4)
+
+OBJECTIVES = ("lm", "distill", "both")
+
+
+@dataclass
+class FuserTrainConfig(RunConfig):
+    out: str = "runs/fuser"
+    fusion: FusionConfig = field(default_factory=lambda: dataclasses.replace(TRAINED_FUSER), metadata={
+        "help": "the fuser's shape (bound to the backbone when training starts)"})
+    data: Optional[str] = field(default=None, metadata={
+        "help": "None: the backbone's own training sequences; a dataset spec; or interleaved documents"})
+    limit: Optional[int] = None  # records read from `data`
+    lr: float = 1e-3
+    objective: str = "lm"
+    align: Optional[int] = field(default=None, metadata={
+        "help": "demos for the closed-form start (aim/fusion/align.py); 0: zero start; None: 512 where the "
+                "fuser can take it (residual linear with residual_tokens), else 0"})
+    ridge: float = 1e-5
+    align_data: Optional[str] = field(default=None, metadata={
+        "help": "a dataset spec: half the aligned start's demonstrations come from it"})
+    max_shots: int = 8
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"unknown objective {self.objective!r}: use one of {', '.join(OBJECTIVES)}")
+        f = self.fusion
+        alignable = f.kind == "linear" and f.residual and f.residual_tokens is not None
+        if self.align is None:
+            self.align = 512 if alignable else 0
+        if self.align_data and not self.align:
+            raise ConfigError(f"--align-data {self.align_data} needs the aligned start: pass --align N (N > 0)")
+        if self.align and not alignable:
+            raise ConfigError(f"--align {self.align} needs a residual linear fuser with residual tokens (got kind="
+                              f"{f.kind}, residual={f.residual}, residual_tokens={f.residual_tokens}): pass --align 0")

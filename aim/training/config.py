@@ -1,16 +1,14 @@
-"""Training configurations, plain data (no torch, so ``aim train --help`` reads its defaults from here):
-``RunConfig``, what every resumable run has, and ``FuserTrainConfig``, which holds a ``FusionConfig``."""
+"""``RunConfig``: what every resumable training run has, plain data (no torch, so ``aim train --help``
+reads its defaults from here). Each trainer's config extends it: the pocket's in
+aim/backbones/pocket/config.py, the fuser's (``FuserTrainConfig``) in aim/fusion/config.py."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
 from ..errors import ConfigError
-from ..fusion.config import TRAINED_FUSER, FusionConfig
 
 PRECISIONS = ("auto", "no", "bf16", "fp16")
-OBJECTIVES = ("lm", "distill", "both")
 
 
 @dataclass
@@ -49,36 +47,3 @@ class RunConfig:
         if self.mixed_precision != "auto":
             return self.mixed_precision
         return "bf16" if str(device).startswith("cuda") else "no"
-
-
-@dataclass
-class FuserTrainConfig(RunConfig):
-    out: str = "runs/fuser"
-    fusion: FusionConfig = field(default_factory=lambda: dataclasses.replace(TRAINED_FUSER), metadata={
-        "help": "the fuser's shape (bound to the backbone when training starts)"})
-    data: Optional[str] = field(default=None, metadata={
-        "help": "None: the backbone's own training sequences; a dataset spec; or interleaved documents"})
-    limit: Optional[int] = None  # records read from `data`
-    lr: float = 1e-3
-    objective: str = "lm"
-    align: Optional[int] = field(default=None, metadata={
-        "help": "demos for the closed-form start (aim/training/align.py); 0: zero start; None: 512 where the "
-                "fuser can take it (residual linear with residual_tokens), else 0"})
-    ridge: float = 1e-5
-    align_data: Optional[str] = field(default=None, metadata={
-        "help": "a dataset spec: half the aligned start's demonstrations come from it"})
-    max_shots: int = 8
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(f"unknown objective {self.objective!r}: use one of {', '.join(OBJECTIVES)}")
-        f = self.fusion
-        alignable = f.kind == "linear" and f.residual and f.residual_tokens is not None
-        if self.align is None:
-            self.align = 512 if alignable else 0
-        if self.align_data and not self.align:
-            raise ConfigError(f"--align-data {self.align_data} needs the aligned start: pass --align N (N > 0)")
-        if self.align and not alignable:
-            raise ConfigError(f"--align {self.align} needs a residual linear fuser with residual tokens (got kind="
-                              f"{f.kind}, residual={f.residual}, residual_tokens={f.residual_tokens}): pass --align 0")

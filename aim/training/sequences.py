@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..backbones.base import Demo
+from ..data.record import Demo
 from ..errors import AimError
 from ..images import load_image
 

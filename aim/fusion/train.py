@@ -11,7 +11,7 @@ through the frozen LLM. Objectives:
 - ``both``: their sum.
 Sequences come from aim/training/sequences.py: the backbone's own training data, interleaved
 documents, or any record dataset. The fuser's shape is one ``FusionConfig`` (default
-``TRAINED_FUSER``); the loop is the shared one (aim/training/loop.py).
+``TRAINED_FUSER``); the loop and the loss are the shared ones (aim/training/).
 """
 from __future__ import annotations
 
@@ -26,14 +26,15 @@ import torch.nn.functional as F
 from accelerate.utils import set_seed
 from torch import nn
 
-from ..backbones.base import Backbone, Demo, Virtual
+from ..backbones.base import Backbone, Virtual
+from ..data.record import Demo
 from ..errors import AimError
-from ..fusion import Fuser
+from ..training.log import plot_loss
+from ..training.loop import fit, logged
+from ..training.loss import AnswerLoss, answer_prompts, target_logits
+from ..training.sequences import TrainSequence, sequence_source
 from .config import OBJECTIVES, FuserTrainConfig
-from .log import plot_loss
-from .loop import fit, logged
-from .loss import AnswerLoss, answer_prompts, target_logits
-from .sequences import TrainSequence, sequence_source
+from .model import Fuser
 
 logger = logging.getLogger(__name__)
 

@@ -20,9 +20,10 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ..backbones.base import Backbone, Demo
+from ..backbones.base import Backbone
+from ..data.record import Demo
 from ..errors import AimError
-from ..fusion import Fuser, pool_tokens
+from .model import Fuser, pool_tokens
 
 logger = logging.getLogger(__name__)
 
