@@ -344,7 +344,8 @@ def train_backbone_cmd(**opts) -> None:
 @click.option("--align-data", default=None,
               help="Dataset spec (as --data) whose demonstrations make up half of the aligned start's fit: the "
                    "demo pool of an image domain the training data lacks. Only images and texts are used.")
-@_option(FuserTrainConfig, "ridge", help="Ridge penalty of the aligned start's least squares (times the number of rows).")
+@_option(FuserTrainConfig, "ridge",
+         help="Ridge penalty of the aligned start's least squares (times the number of rows).")
 @click.option("--pool-tokens", type=int, default=TRAINED_FUSER.pool_tokens,
               help="Pool each demonstration to this many fused tokens.")
 @_option(FuserTrainConfig, "max_shots", help="Most demonstrations in a training sequence.")

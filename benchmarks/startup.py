@@ -48,7 +48,8 @@ def import_time_top(pythonpath: str, n: int = 10) -> list[dict]:
         if len(parts) != 3 or not parts[0].strip().isdigit():  # the header line, or another line
             continue
         self_us, cumulative_us, name = parts
-        rows.append({"module": name.strip(), "self_ms": int(self_us) / 1000, "cumulative_ms": int(cumulative_us) / 1000})
+        rows.append({"module": name.strip(), "self_ms": int(self_us) / 1000,
+                     "cumulative_ms": int(cumulative_us) / 1000})
     rows.sort(key=lambda r: -r["cumulative_ms"])
     return rows[:n]
 

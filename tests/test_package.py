@@ -45,7 +45,8 @@ def wheel(tmp_path_factory):
     """The wheel's file list, built from this checkout with the test environment's setuptools (no
     network); what setuptools leaves in the checkout is removed."""
     out = tmp_path_factory.mktemp("dist")
-    left = [os.path.join(ROOT, name) for name in ("build", "aim_icl.egg-info") if not os.path.exists(os.path.join(ROOT, name))]
+    left = [os.path.join(ROOT, name) for name in ("build", "aim_icl.egg-info")
+            if not os.path.exists(os.path.join(ROOT, name))]
     try:
         build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                                 "-w", str(out), ROOT], capture_output=True, text=True, timeout=600)

