@@ -25,6 +25,7 @@ from .data.record import Record
 from .errors import AimError
 from .fusion import Fuser, load_fuser
 from .images import ImageLike, load_image
+from .locking import FolderLock
 from .prompting import assemble
 from .retrieval import KeyIndex, TextEmbedder, hybrid_keys, select_demos
 
@@ -96,8 +97,9 @@ class FewShot:
                     keys = self.bank.keys(kind)[0].numpy()
                 index = KeyIndex.build(keys, np.arange(len(self.bank)), kind="auto")
                 name = f"index.{kind}.faiss"
-                index.save(os.path.join(self.bank.folder, name))
-                self.bank.record_index(kind, name, len(index))
+                with FolderLock(self.bank.folder, "bank"):  # the manifest is the bank's: one writer
+                    index.save(os.path.join(self.bank.folder, name))
+                    self.bank.record_index(kind, name, len(index))
             self._indexes[kind] = index
         return self._indexes[kind]
 

@@ -11,15 +11,19 @@ index.image.faiss         a FAISS index over one kind of key (written by aim.Few
                           manifest with the count it covers); its ids are bank positions 0..N-1
 ```
 
-Appending is atomic: a shard's two files are written under temporary names and renamed, then the
-manifest is rewritten the same way; the manifest is the commit point. Files that the manifest does
-not list (left by a run killed mid-append) are ignored and removed by the next append, so a killed
-run started again ends with every demonstration exactly once. Reading is lazy: shards are opened
-with ``safe_open`` (memory-mapped) and only the rows asked for are read, so a bank larger than
-memory still serves queries.
+Appending is atomic: the manifest first names the files an append is about to write
+(``pending``), the shard's two files are written under temporary names and renamed, then the
+manifest is rewritten with the shard listed; that rewrite is the commit point. Files of an append
+that was killed (named in ``pending``, not committed) are removed by the next writer, and no other
+file is ever deleted, so a killed run started again ends with every demonstration exactly once.
+Each shard's files carry a SHA-256 in the manifest, checked the first time the shard is read (and
+every index file's, when it is opened); fused tokens must be finite. Reading is lazy: shards are
+opened with ``safe_open`` (memory-mapped) and only the rows asked for are read, so a bank larger
+than memory still serves queries. Writers hold the folder's lock (aim/locking.py).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -29,13 +33,23 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .errors import BankError
-from .saving import write_json
+from .errors import AimError, BankError
+from .files import read_json, write_json
+from .locking import LOCK_NAME
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST = "bank.json"
+REBUILD = "rebuild the bank with `aim compress-demos`"
+
+
+def sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _describe(fp: Optional[dict]) -> str:
@@ -53,17 +67,25 @@ class DemoBank:
         self._handles: dict[str, object] = {}
         self._index: Optional[dict[str, tuple[int, int]]] = None  # id -> (shard, row)
         self._meta: Optional[list[list[dict]]] = None
+        self._verified: set[str] = set()  # files whose hash was checked in this process
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def create(cls, folder: str, backbone: dict, fuser: dict, embed_size: int) -> "DemoBank":
+    def create(cls, folder: str, backbone: dict, fuser: dict, embed_size: int, overwrite: bool = False) -> "DemoBank":
         """A new bank of fused tokens of width ``embed_size`` (the LLM's input-embedding size), or the
         existing one at ``folder`` when it was made with the same backbone and fuser (resuming); files
-        of an interrupted append are removed."""
+        of an interrupted append are removed. A folder that holds files but no bank is refused unless
+        ``overwrite`` (its files are then left as they are, and a shard of the same name replaced)."""
         if os.path.isfile(os.path.join(folder, MANIFEST)):
             bank = cls.open(folder, backbone=backbone, fuser=fuser)
             bank._remove_orphans()
             return bank
+        others = sorted(n for n in os.listdir(folder) if n != LOCK_NAME) if os.path.isdir(folder) else []
+        if others and not overwrite:
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            raise BankError(f"{folder} is not empty ({shown}) and is not a demo bank (no {MANIFEST}): give an empty "
+                            "or new folder to --out, or pass --overwrite to build the bank there anyway (its files "
+                            "are kept)")
         os.makedirs(folder, exist_ok=True)
         manifest = {"format_version": FORMAT_VERSION, "backbone": backbone, "fuser": fuser,
                     "embed_size": embed_size, "count": 0, "tokens": 0, "shards": []}
@@ -80,10 +102,9 @@ class DemoBank:
             raise BankError(f"{folder} is not a demo bank: {MANIFEST} is missing "
                             "(build one with `aim compress-demos --out FOLDER`)")
         try:
-            with open(path) as f:
-                manifest = json.load(f)
-        except ValueError as err:
-            raise BankError(f"{path} is not valid JSON ({err}); rebuild the bank with `aim compress-demos`") from err
+            manifest = read_json(path, "rebuild the bank with `aim compress-demos`")
+        except AimError as err:
+            raise BankError(str(err)) from None
         if manifest.get("format_version") != FORMAT_VERSION:
             raise BankError(f"{folder}: bank format {manifest.get('format_version')}, this aim reads {FORMAT_VERSION}")
         if backbone is not None and manifest["backbone"] != backbone:
@@ -97,23 +118,41 @@ class DemoBank:
         return bank
 
     def _check_shards(self) -> None:
+        """Every listed file is there with its size (cheap; contents are checked on first read)."""
         for shard in self.manifest["shards"]:
             for name, size in ((shard["file"], shard["bytes"]), (shard["meta"], shard["meta_bytes"])):
                 path = os.path.join(self.folder, name)
                 if not os.path.isfile(path):
-                    raise BankError(f"bank {self.folder}: {name} is missing; rebuild the bank with `aim compress-demos`")
+                    raise BankError(f"bank {self.folder}: {name} is missing; {REBUILD}")
                 actual = os.path.getsize(path)
                 if actual != size:
                     raise BankError(f"bank {self.folder}: {name} is truncated or damaged ({actual} bytes, the manifest "
-                                    f"says {size}); rebuild the bank with `aim compress-demos`")
+                                    f"says {size}); {REBUILD}")
+
+    def _check_content(self, name: str, expected: Optional[str]) -> None:
+        """The file's SHA-256 against the manifest's (banks written before hashes were kept have none)."""
+        if expected is not None and sha256(os.path.join(self.folder, name)) != expected:
+            raise BankError(f"bank {self.folder}: {name} does not hold what the manifest recorded (its SHA-256 "
+                            f"differs: swapped, edited or damaged); {REBUILD}")
+
+    def verify(self) -> None:
+        """Check every shard's files against the manifest's hashes now (reads the whole bank)."""
+        for shard in self.manifest["shards"]:
+            self._check_content(shard["file"], shard.get("sha256"))
+            self._check_content(shard["meta"], shard.get("meta_sha256"))
 
     def _remove_orphans(self) -> None:
-        listed = {MANIFEST} | {s["file"] for s in self.manifest["shards"]} | {s["meta"] for s in self.manifest["shards"]}
-        for name in os.listdir(self.folder):
-            if name.startswith("shard-") or name.endswith(".tmp"):
-                if name not in listed:
-                    logger.info("removing %s, left by an interrupted append", name)
-                    os.remove(os.path.join(self.folder, name))
+        """Delete what a killed append left: the files the manifest names as pending, nothing else."""
+        listed = {s["file"] for s in self.manifest["shards"]} | {s["meta"] for s in self.manifest["shards"]}
+        pending = [n for n in self.manifest.get("pending") or [] if n not in listed] + [MANIFEST + ".tmp"]
+        for name in pending:
+            path = os.path.join(self.folder, name)
+            if os.path.isfile(path):
+                logger.info("removing %s, left by an interrupted append", name)
+                os.remove(path)
+        if self.manifest.get("pending"):
+            self.manifest = {k: v for k, v in self.manifest.items() if k != "pending"}
+            write_json(os.path.join(self.folder, MANIFEST), self.manifest)
 
     # ------------------------------------------------------------------ writing
     def append(self, ids: Sequence[str], fused: Sequence[torch.Tensor], metas: Sequence[dict],
@@ -130,6 +169,12 @@ class DemoBank:
         for i, f in zip(ids, fused):
             if f.dim() != 2 or f.shape[1] != width:
                 raise BankError(f"demo {i}: fused tokens of shape {tuple(f.shape)}, the bank holds (tokens, {width})")
+            if not bool(torch.isfinite(f).all()):
+                raise BankError(f"demo {i}: its fused tokens hold NaN or infinite values; the fuser or the backbone "
+                                "produced them (check the fuser's weights, or use float32): nothing was written")
+        for kind, k in (keys or {}).items():
+            if not bool(torch.isfinite(k).all()):
+                raise BankError(f"the {kind} keys of this shard hold NaN or infinite values: nothing was written")
         number = len(self.manifest["shards"])
         name, meta_name = f"shard-{number:05d}.safetensors", f"shard-{number:05d}.jsonl"
         lengths = torch.tensor([0] + [f.shape[0] for f in fused], dtype=torch.int64)
@@ -142,6 +187,8 @@ class DemoBank:
         for kind, k in (keys or {}).items():
             tensors[f"keys.{kind}"] = k.detach().float().cpu().contiguous()
         path, meta_path = os.path.join(self.folder, name), os.path.join(self.folder, meta_name)
+        pending = [name + ".tmp", meta_name + ".tmp", name, meta_name]
+        write_json(os.path.join(self.folder, MANIFEST), dict(self.manifest, pending=pending))  # what may be left
         save_file(tensors, path + ".tmp")
         with open(meta_path + ".tmp", "w") as f:
             for i, m in zip(ids, metas):
@@ -149,7 +196,9 @@ class DemoBank:
         os.replace(path + ".tmp", path)
         os.replace(meta_path + ".tmp", meta_path)
         shard = {"file": name, "meta": meta_name, "count": len(ids), "tokens": int(lengths.sum()),
-                 "bytes": os.path.getsize(path), "meta_bytes": os.path.getsize(meta_path)}
+                 "bytes": os.path.getsize(path), "meta_bytes": os.path.getsize(meta_path),
+                 "sha256": sha256(path), "meta_sha256": sha256(meta_path)}
+        self._verified |= {name, meta_name}  # just written and hashed: no need to read them again
         manifest = dict(self.manifest, shards=self.manifest["shards"] + [shard],
                         count=self.manifest["count"] + len(ids), tokens=self.manifest["tokens"] + shard["tokens"],
                         key_kinds=kinds)
@@ -178,21 +227,30 @@ class DemoBank:
         return self.manifest["fuser"]
 
     def _handle(self, shard: int):
-        name = self.manifest["shards"][shard]["file"]
+        entry = self.manifest["shards"][shard]
+        name = entry["file"]
         if name not in self._handles:
+            if name not in self._verified:
+                self._check_content(name, entry.get("sha256"))
+                self._verified.add(name)
             try:
                 self._handles[name] = safe_open(os.path.join(self.folder, name), framework="pt")
             except Exception as err:  # safetensors raises its own error types for damaged files
-                raise BankError(f"bank {self.folder}: cannot read {name} ({err}); rebuild the bank with "
-                                "`aim compress-demos`") from err
+                raise BankError(f"bank {self.folder}: cannot read {name} ({err}); {REBUILD}") from None
         return self._handles[name]
 
     def _build_index(self) -> None:
         self._meta = []
         self._index = {}
         for number, shard in enumerate(self.manifest["shards"]):
-            with open(os.path.join(self.folder, shard["meta"])) as f:
-                rows = [json.loads(line) for line in f if line.strip()]
+            if shard["meta"] not in self._verified:
+                self._check_content(shard["meta"], shard.get("meta_sha256"))
+                self._verified.add(shard["meta"])
+            try:
+                with open(os.path.join(self.folder, shard["meta"]), encoding="utf-8") as f:
+                    rows = [json.loads(line) for line in f if line.strip()]
+            except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                raise BankError(f"bank {self.folder}: {shard['meta']} is damaged ({err}); {REBUILD}") from None
             self._meta.append(rows)
             for row, m in enumerate(rows):
                 self._index[m["id"]] = (number, row)
@@ -242,14 +300,20 @@ class DemoBank:
         if entry is None or entry["count"] != len(self):
             return None
         path = os.path.join(self.folder, entry["file"])
-        return path if os.path.isfile(path) else None
+        if not os.path.isfile(path):
+            return None
+        if entry.get("sha256") is not None and sha256(path) != entry["sha256"]:
+            raise BankError(f"bank {self.folder}: {entry['file']} does not hold the index the manifest recorded (its "
+                            "SHA-256 differs: edited or damaged); delete it and it is built again from the bank's keys")
+        return path
 
     def record_index(self, kind: str, file: str, count: int) -> None:
         """List an index file (in the bank folder) over ``count`` keys of ``kind`` in the manifest."""
-        indexes = dict(self.manifest.get("indexes") or {}, **{kind: {"file": file, "count": count}})
+        entry = {"file": file, "count": count, "sha256": sha256(os.path.join(self.folder, file))}
+        indexes = dict(self.manifest.get("indexes") or {}, **{kind: entry})
         manifest = dict(self.manifest, indexes=indexes)
         write_json(os.path.join(self.folder, MANIFEST), manifest)
         self.manifest = manifest
 
     def size_bytes(self) -> int:
-        return sum(os.path.getsize(os.path.join(self.folder, f)) for f in os.listdir(self.folder))
+        return sum(os.path.getsize(os.path.join(self.folder, f)) for f in os.listdir(self.folder) if f != LOCK_NAME)

@@ -22,6 +22,7 @@ from .data.record import Record
 from .errors import AimError
 from .fusion import Fuser
 from .images import load_image
+from .locking import FolderLock
 
 logger = logging.getLogger(__name__)
 
@@ -38,17 +39,27 @@ def image_ref(record: Record) -> str:
 
 
 def compress_demos(backbone: Backbone, fuser: Fuser, records: Sequence[Record], out: str, batch_size: int = 8,
-                   shard_size: int = 64, keys: Sequence[str] = ("image",), progress: bool = True) -> dict:
-    """Fuse ``records`` into the bank at ``out`` (created or resumed); returns a summary."""
+                   shard_size: int = 64, keys: Sequence[str] = ("image",), progress: bool = True,
+                   overwrite: bool = False) -> dict:
+    """Fuse ``records`` into the bank at ``out`` (created or resumed); returns a summary. One writer
+    at a time: the bank folder is locked while this runs (aim/locking.py)."""
     unknown = [k for k in keys if k not in KEY_KINDS]
     if unknown:
         raise AimError(f"unknown key kind(s) {', '.join(unknown)}: use {', '.join(KEY_KINDS)}")
+    if not records:
+        raise AimError("no demonstrations to compress (the dataset, or its --limit, gives 0 records): a bank needs "
+                       "at least one")
     ids = [str(r.id) for r in records]
     if len(set(ids)) != len(ids):
         raise AimError("the dataset has repeated record ids; a bank needs one id per demonstration")
     fuser.check_backbone(backbone)
+    with FolderLock(out, "bank"):
+        return _compress(backbone, fuser, records, out, batch_size, shard_size, keys, progress, overwrite)
+
+
+def _compress(backbone, fuser, records, out, batch_size, shard_size, keys, progress, overwrite) -> dict:
     bank = DemoBank.create(out, backbone.fingerprint(layer=fuser.config.layer), fuser.fingerprint(),
-                           embed_size=fuser.config.embed_size)
+                           embed_size=fuser.config.embed_size, overwrite=overwrite)
     todo = [r for r in records if str(r.id) not in bank]
     logger.info("%s: %d demonstrations in the bank, %d to do", out, len(records) - len(todo), len(todo))
     embed_text = None

@@ -34,5 +34,9 @@ class DatasetError(AimError):
     """A dataset file or folder that cannot be read as records: wrong fields, a broken line."""
 
 
+class LockedError(AimError):
+    """Another process is writing the folder (its lock file names the holder)."""
+
+
 class MetricError(AimError, ValueError):
     """A metric asked for something it cannot score (no ground-truth answers, say)."""

@@ -24,6 +24,7 @@ import faiss
 import numpy as np
 
 from .errors import AimError
+from .files import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -287,12 +288,17 @@ class KeyIndex:
         for p in (path, side):
             if not p.exists():
                 raise AimError(f"index file {p} is missing; save the index with KeyIndex.save({str(path)!r})")
-        meta = json.loads(side.read_text())
+        rebuild = "delete it (and its .json): aim.FewShot builds it again"
+        meta = read_json(str(side), rebuild)
         if meta.get("format_version") != FORMAT_VERSION:
             raise AimError(f"index {path} has format {meta.get('format_version')}, this aim reads {FORMAT_VERSION} "
                            "(ids inside the index file); rebuild it (delete it: aim.FewShot builds it again)")
         index = cls(meta["dim"], meta["kind"], use_gpu=use_gpu, **meta["parameters"])
-        faiss_index = faiss.read_index(str(path))  # read_index returns the IndexIDMap2 itself
+        try:
+            faiss_index = faiss.read_index(str(path))  # read_index returns the IndexIDMap2 itself
+        except RuntimeError as err:  # FAISS reports a damaged file as a RuntimeError with its C++ trace
+            reason = str(err).strip().splitlines()[-1].strip()[:200]
+            raise AimError(f"index {path} is not a readable FAISS index ({reason}): {rebuild}") from None
         if not isinstance(faiss_index, faiss.IndexIDMap2):
             raise AimError(f"index {path} keeps no ids (not an IndexIDMap2); rebuild it")
         ids = faiss.vector_to_array(faiss_index.id_map).astype(np.int64)

@@ -59,17 +59,28 @@ def test_missing_manifest_and_truncated_shard(tmp_path):
         DemoBank.open(str(tmp_path))
 
 
-def test_interrupted_append_leaves_the_bank_as_it_was(tmp_path):
+def test_interrupted_append_leaves_the_bank_as_it_was(tmp_path, monkeypatch):
     bank = DemoBank.create(str(tmp_path), BACKBONE, FUSER, 8)
     bank.append(*shard(0, 2))
-    # what a run killed in the middle of its second append leaves: unlisted shard files, a temp manifest
-    (tmp_path / "shard-00001.safetensors").write_bytes(b"partial")
-    (tmp_path / "shard-00001.jsonl.tmp").write_text('{"id": "d2"')
-    (tmp_path / "bank.json.tmp").write_text("{")
+    real = os.replace
+
+    def killed(src, dst):  # killed in the middle of the second append: its tensors renamed, its jsonl not
+        if str(dst).endswith("shard-00001.jsonl"):
+            raise KeyboardInterrupt
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        bank.append(*shard(2, 2))
+    monkeypatch.setattr(os, "replace", real)
+    (tmp_path / "notes.txt").write_text("mine")  # files the bank never wrote are never deleted,
+    (tmp_path / "shard-00009.safetensors").write_text("mine too")  # whatever their names
     reopened = DemoBank.open(str(tmp_path))
     assert len(reopened) == 2
     resumed = DemoBank.create(str(tmp_path), BACKBONE, FUSER, 8)
-    assert sorted(os.listdir(tmp_path)) == ["bank.json", "shard-00000.jsonl", "shard-00000.safetensors"]
+    assert sorted(os.listdir(tmp_path)) == ["bank.json", "notes.txt", "shard-00000.jsonl", "shard-00000.safetensors",
+                                            "shard-00009.safetensors"]
+    assert "pending" not in json.load(open(tmp_path / "bank.json"))
     resumed.append(*shard(2, 2))
     assert DemoBank.open(str(tmp_path)).ids() == ["d0", "d1", "d2", "d3"]
 

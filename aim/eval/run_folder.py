@@ -18,8 +18,8 @@ import logging
 import os
 from typing import Iterable, Optional
 
-from ..saving import write_json
 from ..errors import AimError
+from ..files import read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -55,13 +55,14 @@ class RunFolder:
         self.samples_path = os.path.join(path, SAMPLES)
         config_path = os.path.join(path, CONFIG)
         if os.path.isfile(config_path) and self._has_samples():
-            with open(config_path) as f:
-                try:
-                    old = json.load(f)
-                except ValueError as err:
-                    raise AimError(f"{config_path} is not valid JSON ({err}); remove the run folder or pick "
-                                   "another --run-id") from err
+            old = read_json(config_path, "remove the run folder or pick another --run-id")
             differ = config_differences(old, json.loads(json.dumps(config)))
+            changed = sorted({d.split(".")[0] for d in differ if d.startswith(("records", "pool_records"))})
+            if changed:
+                what = " and ".join("the demonstration pool" if c == "pool_records" else "the dataset" for c in changed)
+                raise AimError(f"run folder {path}: {what} changed since this run started (its records' ids, texts or "
+                               "images differ from those its samples were answered on): resuming would mix old and "
+                               "new answers; restore the data, or start a new run with another --run-id")
             if differ:
                 raise AimError(f"run folder {path} holds a run with another configuration (differs in "
                                f"{', '.join(differ)}): pick another --run-id (or --output), or rerun with the "

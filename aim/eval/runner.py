@@ -39,6 +39,7 @@ from ..data.record import Record
 from ..errors import AimError
 from ..fusion import Fuser
 from ..images import load_image
+from ..locking import FolderLock
 from ..prompting import assemble
 from .config import IclEvalConfig, choose_metric, is_episode
 from .memory import PeakMemory
@@ -74,6 +75,24 @@ def episode_demos(record: Record, shots: int, seed: int) -> list[Record]:
     if len(demos) != shots:
         raise AimError(f"episode record {record.id} gave {len(demos)} demonstrations for {shots} shots")
     return demos
+
+
+def records_fingerprint(records: Sequence[Record]) -> dict:
+    """What a resume must find unchanged: the record count and a SHA-256 over every record's id,
+    question, answers and image (a file's path, size and modification time; an in-memory image's
+    pixels). A dataset edited between a kill and a resume gives another digest."""
+    h = hashlib.sha256()
+    for r in records:
+        h.update(json.dumps([str(r.id), r.question, list(r.answers)]).encode())
+        if isinstance(r.image, str):
+            try:
+                st = os.stat(r.image)
+                h.update(f"{r.image}|{st.st_size}|{st.st_mtime_ns}".encode())
+            except OSError:
+                h.update(f"{r.image}|missing".encode())
+        elif r.image is not None:
+            h.update(r.image.mode.encode() + str(r.image.size).encode() + r.image.tobytes())
+    return {"count": len(records), "sha256": h.hexdigest()[:16]}
 
 
 def slug(text: str) -> str:
@@ -153,12 +172,15 @@ class IclEval:
         self.exclude_self = same_source(config.pool, config.dataset)
         self.run_config = dict(asdict(config), metric=self.metric, backbone=backbone.fingerprint(),
                                fuser=self.fuser.fingerprint() if self.fuser is not None else None,
-                               bank=os.path.abspath(bank) if bank else None)
+                               bank=os.path.abspath(bank) if bank else None,
+                               records=records_fingerprint(self.records),
+                               pool_records=records_fingerprint(pool) if pool else None)
         self.run_config["methods"], self.run_config["shots"] = list(config.methods), list(config.shots)
         self.run_config["seeds"] = list(config.seeds)
         self.run_id = run_id or default_run_id(self.run_config)
-        self.folder = RunFolder(os.path.join(output, self.run_id), self.run_config)
-        self.bank_folder = bank or self.folder.file("bank")
+        self.folder_path = os.path.join(output, self.run_id)
+        self.folder: Optional[RunFolder] = None  # opened by run(), under the folder's lock
+        self.bank_folder = bank or os.path.join(self.folder_path, "bank")
         self.bank_info: Optional[dict] = None
 
     # ------------------------------------------------------------------ planning
@@ -181,6 +203,13 @@ class IclEval:
 
     # ------------------------------------------------------------------ running
     def run(self) -> dict:
+        """Answer every cell (resuming what the run folder holds) and write the reports; one writer
+        per run folder (a second is refused while the first runs)."""
+        with FolderLock(self.folder_path, "run folder"):
+            self.folder = RunFolder(self.folder_path, self.run_config)
+            return self._run()
+
+    def _run(self) -> dict:
         from .report import results_document, write_reports
 
         started = time.perf_counter()

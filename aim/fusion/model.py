@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import math
 import os
@@ -22,11 +21,10 @@ from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import AimError, ConfigError, FusionMismatchError
-from ..saving import save_module
+from ..files import read_json, read_safetensors, save_module
 from .config import CONFIG_NAME, TARGET_EMBEDDINGS, WEIGHTS_NAME, FusionConfig
 
 logger = logging.getLogger(__name__)
@@ -215,8 +213,8 @@ class Fuser(nn.Module):
         if missing:
             raise AimError(f"fuser folder {folder} is missing {' and '.join(missing)} (a fuser checkpoint holds "
                            f"{CONFIG_NAME} and {WEIGHTS_NAME}); train one with `aim train fuser`")
-        with open(os.path.join(folder, CONFIG_NAME)) as f:
-            raw = json.load(f)
+        fix = "train a fuser with `aim train fuser`, or point --fuser at one"
+        raw = read_json(os.path.join(folder, CONFIG_NAME), fix)
         unknown = sorted(set(raw) - {f.name for f in fields(FusionConfig)})
         if unknown:
             raise AimError(f"{os.path.join(folder, CONFIG_NAME)} has unknown fields {', '.join(unknown)}: "
@@ -227,7 +225,13 @@ class Fuser(nn.Module):
             raise ConfigError(f"{os.path.join(folder, CONFIG_NAME)} is invalid: {e}") from e
         model = cls(config)
         model.source = folder
-        model.load_state_dict(load_file(os.path.join(folder, WEIGHTS_NAME)))
+        weights = os.path.join(folder, WEIGHTS_NAME)
+        try:
+            model.load_state_dict(read_safetensors(weights, fix))
+        except RuntimeError as err:  # missing, unexpected or mis-shaped tensors
+            reason = str(err).strip().splitlines()[-1].strip()
+            raise AimError(f"{weights} does not fit {CONFIG_NAME} ({reason}): the two files come from different "
+                           f"fusers; {fix}") from None
         if backbone is not None:
             model.check_backbone(backbone)
         logger.info("loaded %s fuser from %s (made for %s)", config.kind, folder, describe(config.backbone))

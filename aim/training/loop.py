@@ -16,10 +16,11 @@ run always finds a whole one.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import logging
 import os
+import pickle
 import shutil
 import time
 from dataclasses import dataclass
@@ -30,7 +31,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
-from ..saving import write_json
+from ..files import read_json, write_json
+from ..locking import FolderLock
 from .config import RunConfig
 from .log import append_log, cut_log, read_log
 
@@ -121,9 +123,7 @@ def fit(cfg: RunConfig, model: torch.nn.Module, groups: list[dict], draw: Callab
     cuda = str(device).startswith("cuda")
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.precision(device),
                               cpu=not cuda, step_scheduler_with_optimizer=False)
-    world, rank = accelerator.num_processes, accelerator.process_index
     os.makedirs(cfg.out, exist_ok=True)
-    log_path = os.path.join(cfg.out, "log.jsonl")
     optim = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     schedule = get_cosine_with_min_lr_schedule_with_warmup(optim, cfg.warmup, max(1, cfg.steps),
                                                           min_lr_rate=MIN_LR_RATE)
@@ -131,12 +131,35 @@ def fit(cfg: RunConfig, model: torch.nn.Module, groups: list[dict], draw: Callab
     accelerator.register_load_state_pre_hook(_load_trainable)
     wrapped, optim, schedule = accelerator.prepare(model, optim, schedule)
 
+    lock = FolderLock(cfg.out, "training run") if accelerator.is_main_process else contextlib.nullcontext()
+    with lock:
+        return _fit(cfg, accelerator, wrapped, optim, schedule, draw, val, desc, objective, metrics,
+                    on_fresh_start, validate_first)
+
+
+def _load_resume_point(accelerator, folder: str) -> dict:
+    """``accelerator.load_state`` (which unpickles nothing: accelerate reads optimizer, scheduler and
+    RNG files with ``torch.load(weights_only=True)``, weights through the safetensors hook above)."""
+    progress = read_json(os.path.join(folder, PROGRESS), f"delete {folder} to start the run over")
+    try:
+        accelerator.load_state(folder)
+    except ConfigError:
+        raise
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, KeyError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else err.__class__.__name__
+        raise ConfigError(f"the resume point {folder} cannot be read safely ({reason}): delete it to start the run "
+                          "over, or use another --out") from None
+    return progress
+
+
+def _fit(cfg, accelerator, wrapped, optim, schedule, draw, val, desc, objective, metrics, on_fresh_start,
+         validate_first) -> Fitted:
+    world, rank = accelerator.num_processes, accelerator.process_index
+    log_path = os.path.join(cfg.out, "log.jsonl")
     step, elapsed = 0, 0.0
     resume = resume_folder(cfg.out)
     if resume is not None:
-        accelerator.load_state(resume)
-        with open(os.path.join(resume, PROGRESS)) as f:
-            progress = json.load(f)
+        progress = _load_resume_point(accelerator, resume)
         step, elapsed = progress["step"], progress["elapsed"]
         logger.info("resuming %s at step %d", cfg.out, step)
         if accelerator.is_main_process:

@@ -5,16 +5,14 @@ A LLaVA-1.5-style two-layer MLP over each cell of the final feature map, saved i
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from ...errors import BackboneError, ConfigError
-from ...saving import save_module
+from ...files import read_json, read_safetensors, save_module
 
 CONFIG_NAME = "connector_config.json"
 WEIGHTS_NAME = "connector.safetensors"
@@ -62,8 +60,16 @@ class Connector(nn.Module):
         if not (os.path.isfile(cfg_path) and os.path.isfile(weights)):
             raise BackboneError(f"{folder} is not a connector checkpoint (needs {CONFIG_NAME} and {WEIGHTS_NAME}); "
                                 "train one with `aim train connector`")
-        with open(cfg_path) as f:
-            config = ConnectorConfig(**json.load(f))
+        fix = "train one with `aim train connector`, or reinstall aim for the shipped ones"
+        raw = read_json(cfg_path, fix)
+        try:
+            config = ConnectorConfig(**raw)
+        except TypeError as err:  # a field this aim does not know
+            raise BackboneError(f"{cfg_path} is not a connector config ({err}): {fix}") from None
         model = cls(config)
-        model.load_state_dict(load_file(weights))
+        try:
+            model.load_state_dict(read_safetensors(weights, fix))
+        except RuntimeError as err:
+            reason = str(err).strip().splitlines()[-1].strip()
+            raise BackboneError(f"{weights} does not fit {CONFIG_NAME} ({reason}): {fix}") from None
         return model

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from ...errors import BackboneError
-from ...saving import file_digest
+from ...files import file_digest
 from ..base import Backbone, Encoded, Segment, Virtual
 from ..hf import quantization_config
 from .assets import LLM_NAME, llm_folder
