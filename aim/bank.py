@@ -33,7 +33,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .errors import AimError, BankError
+from .errors import BankError
 from .files import read_json, write_json
 from .locking import LOCK_NAME
 
@@ -50,6 +50,10 @@ def sha256(path: str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _differ(a: dict, b: dict) -> list[str]:
+    return sorted(k for k in set(a or {}) | set(b or {}) if (a or {}).get(k) != (b or {}).get(k))
 
 
 def _describe(fp: Optional[dict]) -> str:
@@ -101,18 +105,22 @@ class DemoBank:
         if not os.path.isfile(path):
             raise BankError(f"{folder} is not a demo bank: {MANIFEST} is missing "
                             "(build one with `aim compress-demos --out FOLDER`)")
-        try:
-            manifest = read_json(path, "rebuild the bank with `aim compress-demos`")
-        except AimError as err:
-            raise BankError(str(err)) from None
+        manifest = read_json(path, REBUILD, BankError)
         if manifest.get("format_version") != FORMAT_VERSION:
             raise BankError(f"{folder}: bank format {manifest.get('format_version')}, this aim reads {FORMAT_VERSION}")
+        fix = "build a bank for it with `aim compress-demos`"
         if backbone is not None and manifest["backbone"] != backbone:
+            differ = _differ(manifest["backbone"], backbone)
+            if differ == ["layer"]:  # the backbone is the same: the fuser reads another layer
+                raise BankError(f"bank {folder} holds fused tokens made from layer {manifest['backbone'].get('layer')} "
+                                f"states; this fuser reads layer {backbone.get('layer')}: use the fuser the bank was "
+                                f"built with, or {fix}")
             raise BankError(f"bank {folder} was built with backbone [{_describe(manifest['backbone'])}]; this pipeline "
-                            f"uses [{_describe(backbone)}]: build a bank for it with `aim compress-demos`")
+                            f"uses [{_describe(backbone)}] (differs in {', '.join(differ)}): {fix}")
         if fuser is not None and manifest["fuser"] != fuser:
             raise BankError(f"bank {folder} was built with fuser [{_describe(manifest['fuser'])}]; this pipeline "
-                            f"uses [{_describe(fuser)}]: build a bank for it with `aim compress-demos`")
+                            f"uses [{_describe(fuser)}] (differs in {', '.join(_differ(manifest['fuser'], fuser))}): "
+                            f"{fix}")
         bank = cls(folder, manifest)
         bank._check_shards()
         return bank

@@ -37,10 +37,14 @@ def _setup_logging(verbose: bool) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="Log progress (INFO) to stderr.")
-def cli(verbose: bool) -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Log progress (INFO) and the libraries' warnings to stderr.")
+@click.option("--allow-outside-paths", is_flag=True,
+              help="Let a dataset's image paths be absolute or leave its folder (refused by default).")
+def cli(verbose: bool, allow_outside_paths: bool) -> None:
     """aim: many-shot multimodal in-context learning for frozen MLLMs (fused demonstrations)."""
     _setup_logging(verbose)
+    if allow_outside_paths:
+        os.environ["AIM_ALLOW_OUTSIDE_PATHS"] = "1"
 
 
 def _backbone_options(f):
@@ -75,10 +79,9 @@ def answer(dataset: str, limit: int, batch_size: int, no_image: bool, **opts) ->
     """Answer questions zero-shot and print a table of predictions with their VQA accuracy."""
     import time
 
-    from .data.spec import load_records
     from .eval.answer import answer_records, score
 
-    records = load_records(dataset, limit)
+    records = _records(dataset, limit)
     start = time.perf_counter()
     backbone = _load_backbone(opts)
     loaded = time.perf_counter() - start
@@ -124,16 +127,18 @@ def ask(image: str, question: str, max_new_tokens: int, **opts) -> None:
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--shard-size", default=256, show_default=True, help="Demonstrations per committed shard.")
 @click.option("--keys", default="image", show_default=True, help="Retrieval keys to store: image, text or image,text.")
-def compress_demos_cmd(fuser, dataset, out, limit, batch_size, shard_size, keys, **opts) -> None:
+@click.option("--overwrite", is_flag=True,
+              help="Build the bank in a folder that holds other files (they are kept); refused without it.")
+def compress_demos_cmd(fuser, dataset, out, limit, batch_size, shard_size, keys, overwrite, **opts) -> None:
     """Turn a pool of demonstrations into a demo bank on disk (resumable: run it again after an interrupt)."""
     from .compress import compress_demos
-    from .data.spec import load_records
     from .fusion import load_fuser
 
-    records = load_records(dataset, limit)
+    records = _records(dataset, limit)
+    _writable(out, "--out")
     backbone = _load_backbone(opts)
     summary = compress_demos(backbone, load_fuser(fuser, backbone), records, out, batch_size, shard_size,
-                             [k.strip() for k in keys.split(",") if k.strip()])
+                             [k.strip() for k in keys.split(",") if k.strip()], overwrite=overwrite)
     raw = summary["raw_tokens_per_demo"]
     click.echo("\n| bank | demos (added) | fused tokens/demo | raw tokens/demo | size on disk | time | demos/s |")
     click.echo("|---|---|---|---|---|---|---|")
@@ -200,15 +205,15 @@ def icl_eval_cmd(fuser, dataset, pool, pool_limit, bank, methods, shots, select,
     Writes OUTPUT/RUN_ID/results.json, samples.jsonl (every prediction), results.md (the table) and
     results.png (accuracy and prompt tokens against shots); prints the table. Resumable: run the same
     command again after an interrupt."""
-    from .data.spec import load_records
     from .eval.config import IclEvalConfig
     from .eval.runner import icl_eval
 
     config = IclEvalConfig(dataset=dataset, methods=methods, shots=shots, select=select, seeds=seeds, limit=limit,
                            pool=pool, pool_limit=pool_limit, batch_size=batch_size, max_new_tokens=max_new_tokens,
                            metric=metric)
-    records = load_records(dataset, limit)
-    pool_records = load_records(pool, pool_limit) if pool else None
+    records = _records(dataset, limit)
+    pool_records = _records(pool, pool_limit, "--pool") if pool else None
+    _writable(output, "--output")
     backbone = _load_backbone(opts)
     needs_fuser = any(m != "zero" for m in methods) and any(k > 0 for k in shots)
     doc = icl_eval(backbone, records, config, output, run_id=run_id,
@@ -364,15 +369,46 @@ def train_fuser_cmd(kind, residual, layer, normalize, residual_tokens, residual_
                                  residual_tokens=(residual_tokens or None) if residual else None,
                                  residual_mode=residual_mode, pool_tokens=pool_tokens)
     cfg = FuserTrainConfig(fusion=fusion, **opts)
+    _writable(cfg.out, "--out")
     click.echo(f"fuser checkpoint: {train_fuser(_load_backbone(backbone_opts), cfg)}")
 
 
 def main() -> None:
+    """The installed ``aim`` command: an ``AimError`` is one line (``error: ...``, exit 2); Ctrl-C says
+    what survives (exit 130); anything else is a bug and keeps its traceback."""
     try:
-        cli(standalone_mode=True)
+        code = cli.main(standalone_mode=False)
     except AimError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("interrupted: what was committed is kept; compress-demos, icl-eval and train resume where they "
+                   "stopped when run again with the same options", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _records(spec: str, limit, what: str = "--dataset"):
+    """The records of a spec, refusing none (a run over nothing is a mistake, not a result)."""
+    from .data.spec import load_records
+
+    records = load_records(spec, limit)
+    if not records:
+        raise AimError(f"{what} {spec} gives no records{f' (with --limit {limit})' if limit is not None else ''}: "
+                       "check the file, or the split and the limit")
+    return records
+
+
+def _writable(folder: str, what: str) -> None:
+    """Refuse, before any model loads, a folder that cannot be written."""
+    parent = folder
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent.rstrip(os.sep)) or "."
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise AimError(f"{what} {folder} cannot be written ({parent} is not a writable folder): choose another")
 
 
 if __name__ == "__main__":

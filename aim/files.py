@@ -24,20 +24,20 @@ def write_json(path: str, obj) -> None:
     os.replace(tmp, path)
 
 
-def read_json(path: str, fix: str) -> dict:
-    """A JSON object from ``path``; an AimError naming the file and ``fix`` when it is missing,
-    not UTF-8, not JSON, or not an object."""
+def read_json(path: str, fix: str, error: type = AimError) -> dict:
+    """A JSON object from ``path``; an ``error`` (an AimError) naming the file and ``fix`` when it is
+    missing, not UTF-8, not JSON, or not an object."""
     try:
         with open(path, encoding="utf-8") as f:
             obj = json.load(f)
     except FileNotFoundError:
-        raise AimError(f"{path} is missing: {fix}") from None
+        raise error(f"{path} is missing: {fix}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise AimError(f"{path} is not valid JSON ({err.__class__.__name__}: {err}): {fix}") from None
+        raise error(f"{path} is not valid JSON ({err.__class__.__name__}: {err}): {fix}") from None
     except OSError as err:
-        raise AimError(f"cannot read {path} ({err.strerror or err}): {fix}") from None
+        raise error(f"cannot read {path} ({err.strerror or err}): {fix}") from None
     if not isinstance(obj, dict):
-        raise AimError(f"{path} holds a JSON {type(obj).__name__}, not an object: {fix}")
+        raise error(f"{path} holds a JSON {type(obj).__name__}, not an object: {fix}")
     return obj
 
 

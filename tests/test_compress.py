@@ -77,7 +77,7 @@ def test_bank_of_another_fuser_or_backbone_is_refused(pocket, fuser_dir, tmp_pat
     assert summary["raw_tokens_per_demo"] == pytest.approx(summary["fused_tokens_per_demo"] + pocket.image_tokens)
     with pytest.raises(BankError, match="built with fuser"):
         compress_demos(pocket, load_fuser("identity", pocket, layer=15), records, str(tmp_path), progress=False)
-    with pytest.raises(BankError, match="built with backbone"):
+    with pytest.raises(BankError, match="made from layer 15 states; this fuser reads layer -1"):
         DemoBank.open(str(tmp_path), backbone=pocket.fingerprint(layer=-1))
 
 

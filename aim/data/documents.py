@@ -16,7 +16,7 @@ import os
 from typing import Any, Optional
 
 from ..errors import AimError
-from .fields import DatasetError
+from .fields import DatasetError, inside_folder
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def is_documents(path: str) -> bool:
     """Whether ``path`` is a JSONL file whose first row is a document (has images and texts lists)."""
     if not (os.path.isfile(path) and path.endswith(".jsonl")):
         return False
-    with open(path) as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             if line.strip():
                 try:
@@ -55,15 +55,24 @@ def pairs_of(images: list, texts: list, source: str, index: int, max_chars: int)
     return pairs
 
 
+def _utf8_lines(rows, path: str):
+    """(index, line) of a text file's lines, with a DatasetError for bytes that are not UTF-8."""
+    try:
+        yield from enumerate(rows)
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start} of a line); save the file as "
+                           "UTF-8, one JSON document per line") from None
+
+
 def load_documents(path: str, limit: Optional[int] = None, max_chars: int = 200) -> list[list[tuple[Any, str]]]:
     """Documents as lists of (image, text) pairs; documents with fewer than two pairs are dropped.
     Images are paths (JSONL, made absolute) or what the datasets column holds."""
     docs = []
     if path.endswith(".jsonl"):
         folder = os.path.dirname(os.path.abspath(path))
-        with open(path) as f:
+        with open(path, encoding="utf-8", errors="strict") as f:
             rows = (line for line in f if line.strip())
-            for i, line in enumerate(rows):
+            for i, line in _utf8_lines(rows, path):
                 if limit is not None and i >= limit:
                     break
                 try:
@@ -74,7 +83,7 @@ def load_documents(path: str, limit: Optional[int] = None, max_chars: int = 200)
                 if not isinstance(row, dict):
                     raise DatasetError(f"{path}, document {i}: {NEEDED}; got a {type(row).__name__}")
                 pairs = pairs_of(row.get("images"), row.get("texts"), path, i, max_chars)
-                docs.append([(img if os.path.isabs(img) else os.path.join(folder, img), t) for img, t in pairs])
+                docs.append([(inside_folder(img, folder, f"{path}, document {i}"), t) for img, t in pairs])
     elif os.path.isdir(path) or path.endswith(".parquet"):
         import datasets
 

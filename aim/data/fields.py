@@ -33,8 +33,11 @@ def record_id(row: dict, index: int, source: str, names: Sequence[str] = ID_FIEL
 
 def question_of(row: dict, index: int, source: str, rid: Any) -> str:
     question = row.get("question")
-    if not isinstance(question, str) or not question.strip():
+    if question is None:
         raise missing(source, index, rid, "question")
+    if not isinstance(question, str) or not question.strip():
+        raise DatasetError(f"{where(source, index, rid)}: its 'question' is {question!r}; a question must be "
+                           "non-empty text (fix the record or drop it)")
     return question
 
 
@@ -93,9 +96,27 @@ def answers_of(row: dict, index: int, source: str, rid: Any, annotators: bool,
     return demo_first(texts, preferred) if annotators else texts
 
 
+def outside_paths_allowed() -> bool:
+    """Whether image paths may leave the dataset's folder: ``AIM_ALLOW_OUTSIDE_PATHS=1`` (the CLI's
+    ``aim --allow-outside-paths ...`` sets it)."""
+    return os.environ.get("AIM_ALLOW_OUTSIDE_PATHS", "") not in ("", "0")
+
+
+def inside_folder(name: str, folder: str, label: str) -> str:
+    """``name`` resolved relative to ``folder``. Absolute paths and paths that climb out of ``folder``
+    (``..``) are refused unless outside paths are allowed; symbolic links inside it are followed."""
+    path = os.path.abspath(os.path.normpath(name if os.path.isabs(name) else os.path.join(folder, name)))
+    inside = os.path.abspath(os.path.normpath(folder))
+    if not outside_paths_allowed() and os.path.commonpath([path, inside]) != inside:
+        raise ImageError(f"{label}: image path {name!r} points outside the dataset's folder {inside}: image paths "
+                         "are read relative to it; move the images there, or allow such paths with "
+                         "`aim --allow-outside-paths ...` (AIM_ALLOW_OUTSIDE_PATHS=1 in Python)")
+    return path
+
+
 def image_file(name: str, folder: str, label: str, fix: str) -> str:
-    """``name`` (absolute, or relative to ``folder``) as a path to an existing file."""
-    path = name if os.path.isabs(name) else os.path.join(folder, name)
+    """``name``, relative to ``folder`` (see ``inside_folder``), as a path to an existing file."""
+    path = inside_folder(name, folder, label)
     if not os.path.isfile(path):
         raise ImageError(f"{label}: image file {path} not found ({fix})")
     return path

@@ -23,6 +23,14 @@ logger = logging.getLogger(__name__)
 def load_jsonl(path: str, limit: Optional[int] = None, images: Optional[str] = None) -> list[Record]:
     """The first ``limit`` records (all when None) of a JSONL file; image files must exist."""
     folder = images or os.path.dirname(os.path.abspath(path))
+    try:
+        return _load_jsonl(path, limit, folder)
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start} of a line); save the file as "
+                           "UTF-8, one JSON object per line") from None
+
+
+def _load_jsonl(path: str, limit: Optional[int], folder: str) -> list[Record]:
     records: list[Record] = []
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
@@ -46,7 +54,7 @@ def load_jsonl(path: str, limit: Optional[int] = None, images: Optional[str] = N
             name = row.get("image")
             if not isinstance(name, str) or not name:
                 raise missing(path, index, rid, "image", "every record needs an image path, relative to the "
-                              "JSONL file's folder or absolute")
+                              "JSONL file's folder")
             image = image_file(name, folder, where(path, index, rid),
                                f"paths are relative to {folder}; fix the path or copy the image there")
             used = ("question_id", "id", "question", "answers", "answer", "image")

@@ -49,6 +49,8 @@ def read_json(path: str) -> Any:
     except json.JSONDecodeError as err:
         raise DatasetError(f"{path}: not JSON: {err.msg} at line {err.lineno}, column {err.colno} "
                            "(re-download the file or fix it)") from None
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8 JSON") from None
 
 
 def load_json_file(path: str, limit: Optional[int] = None, images: Optional[str] = None,

@@ -55,7 +55,11 @@ class IclEvalConfig:
 
 def parse_methods(text: str) -> tuple:
     """``"zero,raw"`` -> ("zero", "raw"), or an AimError naming the unknown ones."""
-    methods = tuple(m.strip() for m in text.split(",") if m.strip())
+    items = [m.strip() for m in text.split(",")]
+    if "" in items:
+        raise AimError(f"{text!r} has an empty item: give a comma-separated list of {', '.join(METHODS)}, "
+                       "e.g. zero,fused")
+    methods = tuple(items)
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise AimError(f"unknown method(s) {', '.join(map(repr, unknown)) or '(none given)'}: use a comma-separated "
@@ -65,8 +69,10 @@ def parse_methods(text: str) -> tuple:
 
 def parse_ints(text: str, what: str) -> tuple:
     """``"0,4,8"`` -> (0, 4, 8), or an AimError naming ``what``."""
+    if "" in [v.strip() for v in text.split(",")]:
+        raise AimError(f"{what} {text!r} has an empty item: give comma-separated integers, e.g. 0,4,8")
     try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
+        values = tuple(int(v) for v in text.split(","))
     except ValueError:
         raise AimError(f"{what} must be comma-separated integers, e.g. 0,4,8; got {text!r}") from None
     if not values:

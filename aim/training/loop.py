@@ -139,7 +139,7 @@ def fit(cfg: RunConfig, model: torch.nn.Module, groups: list[dict], draw: Callab
 
 def _load_resume_point(accelerator, folder: str) -> dict:
     """``accelerator.load_state`` (which unpickles nothing: accelerate reads optimizer, scheduler and
-    RNG files with ``torch.load(weights_only=True)``, weights through the safetensors hook above)."""
+    RNG files with torch's weights-only unpickler, weights through the safetensors hook above)."""
     progress = read_json(os.path.join(folder, PROGRESS), f"delete {folder} to start the run over")
     try:
         accelerator.load_state(folder)

@@ -61,7 +61,7 @@ class Connector(nn.Module):
             raise BackboneError(f"{folder} is not a connector checkpoint (needs {CONFIG_NAME} and {WEIGHTS_NAME}); "
                                 "train one with `aim train connector`")
         fix = "train one with `aim train connector`, or reinstall aim for the shipped ones"
-        raw = read_json(cfg_path, fix)
+        raw = read_json(cfg_path, fix, BackboneError)
         try:
             config = ConnectorConfig(**raw)
         except TypeError as err:  # a field this aim does not know
