@@ -23,7 +23,6 @@ than memory still serves queries. Writers hold the folder's lock (aim/locking.py
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -31,10 +30,10 @@ from typing import Optional, Sequence
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from .errors import BankError
-from .files import read_json, write_json
+from .files import read_json, sha256, write_bytes, write_json
 from .locking import LOCK_NAME
 
 logger = logging.getLogger(__name__)
@@ -42,14 +41,6 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 MANIFEST = "bank.json"
 REBUILD = "rebuild the bank with `aim compress-demos`"
-
-
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _differ(a: dict, b: dict) -> list[str]:
@@ -143,6 +134,12 @@ class DemoBank:
             raise BankError(f"bank {self.folder}: {name} does not hold what the manifest recorded (its SHA-256 "
                             f"differs: swapped, edited or damaged); {REBUILD}")
 
+    def _check_once(self, name: str, expected: Optional[str]) -> None:
+        """``_check_content`` the first time this process reads the file."""
+        if name not in self._verified:
+            self._check_content(name, expected)
+            self._verified.add(name)
+
     def verify(self) -> None:
         """Check every shard's files against the manifest's hashes now (reads the whole bank)."""
         for shard in self.manifest["shards"]:
@@ -197,16 +194,12 @@ class DemoBank:
         path, meta_path = os.path.join(self.folder, name), os.path.join(self.folder, meta_name)
         pending = [name + ".tmp", meta_name + ".tmp", name, meta_name]
         write_json(os.path.join(self.folder, MANIFEST), dict(self.manifest, pending=pending))  # what may be left
-        save_file(tensors, path + ".tmp")
-        with open(meta_path + ".tmp", "w") as f:
-            for i, m in zip(ids, metas):
-                f.write(json.dumps({"id": str(i), **m}) + "\n")
-        os.replace(path + ".tmp", path)
-        os.replace(meta_path + ".tmp", meta_path)
+        data = save(tensors)
+        lines = "".join(json.dumps({"id": str(i), **m}) + "\n" for i, m in zip(ids, metas)).encode("utf-8")
+        digest, meta_digest = write_bytes(path, data), write_bytes(meta_path, lines)  # hashed as written
         shard = {"file": name, "meta": meta_name, "count": len(ids), "tokens": int(lengths.sum()),
-                 "bytes": os.path.getsize(path), "meta_bytes": os.path.getsize(meta_path),
-                 "sha256": sha256(path), "meta_sha256": sha256(meta_path)}
-        self._verified |= {name, meta_name}  # just written and hashed: no need to read them again
+                 "bytes": len(data), "meta_bytes": len(lines), "sha256": digest, "meta_sha256": meta_digest}
+        self._verified |= {name, meta_name}  # just written: no need to read them back
         manifest = dict(self.manifest, shards=self.manifest["shards"] + [shard],
                         count=self.manifest["count"] + len(ids), tokens=self.manifest["tokens"] + shard["tokens"],
                         key_kinds=kinds)
@@ -238,9 +231,7 @@ class DemoBank:
         entry = self.manifest["shards"][shard]
         name = entry["file"]
         if name not in self._handles:
-            if name not in self._verified:
-                self._check_content(name, entry.get("sha256"))
-                self._verified.add(name)
+            self._check_once(name, entry.get("sha256"))
             try:
                 self._handles[name] = safe_open(os.path.join(self.folder, name), framework="pt")
             except Exception as err:  # safetensors raises its own error types for damaged files
@@ -251,9 +242,7 @@ class DemoBank:
         self._meta = []
         self._index = {}
         for number, shard in enumerate(self.manifest["shards"]):
-            if shard["meta"] not in self._verified:
-                self._check_content(shard["meta"], shard.get("meta_sha256"))
-                self._verified.add(shard["meta"])
+            self._check_once(shard["meta"], shard.get("meta_sha256"))
             try:
                 with open(os.path.join(self.folder, shard["meta"]), encoding="utf-8") as f:
                     rows = [json.loads(line) for line in f if line.strip()]

@@ -41,17 +41,29 @@ def read_json(path: str, fix: str, error: type = AimError) -> dict:
     return obj
 
 
-def read_safetensors(path: str, fix: str) -> dict:
-    """The tensors of a safetensors file; an AimError naming it and ``fix`` when it is not one."""
+def read_safetensors(path: str, fix: str, error: type = AimError) -> dict:
+    """The tensors of a safetensors file; an ``error`` naming it and ``fix`` when it is not one."""
     from safetensors.torch import load_file
 
     try:
         return load_file(path)
     except FileNotFoundError:
-        raise AimError(f"{path} is missing: {fix}") from None
+        raise error(f"{path} is missing: {fix}") from None
     except Exception as err:  # safetensors raises its own error types for files it cannot parse
         reason = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
-        raise AimError(f"{path} is not a readable safetensors file ({reason}): {fix}") from None
+        raise error(f"{path} is not a readable safetensors file ({reason}): {fix}") from None
+
+
+def load_weights(module, path: str, config_name: str, fix: str, error: type = AimError) -> None:
+    """Load the safetensors file at ``path`` into ``module``; weights that do not fit the module its
+    config (``config_name``) built are an ``error`` naming both files."""
+    tensors = read_safetensors(path, fix, error)
+    try:
+        module.load_state_dict(tensors)
+    except RuntimeError as err:  # missing, unexpected or mis-shaped tensors
+        reason = str(err).strip().splitlines()[-1].strip()
+        raise error(f"{path} does not fit {config_name} ({reason}): the two files come from different "
+                    f"checkpoints; {fix}") from None
 
 
 def save_module(folder: str, module, config, weights_name: str, config_name: str) -> None:
@@ -65,10 +77,23 @@ def save_module(folder: str, module, config, weights_name: str, config_name: str
     write_json(os.path.join(folder, config_name), asdict(config))
 
 
-def file_digest(path: str, size: int = 12) -> str:
-    """The first ``size`` hex digits of a file's SHA-256."""
+def sha256(path: str) -> str:
+    """A file's SHA-256, hex."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()[:size]
+    return h.hexdigest()
+
+
+def file_digest(path: str, size: int = 12) -> str:
+    """The first ``size`` hex digits of a file's SHA-256."""
+    return sha256(path)[:size]
+
+
+def write_bytes(path: str, data: bytes) -> str:
+    """``data`` into ``path`` (a temporary name first); returns the SHA-256 of what was written."""
+    with open(path + ".tmp", "wb") as f:
+        f.write(data)
+    os.replace(path + ".tmp", path)
+    return hashlib.sha256(data).hexdigest()

@@ -21,18 +21,20 @@ from PIL import Image, UnidentifiedImageError
 from .errors import ImageError
 
 ImageLike = Union[str, os.PathLike, Image.Image]
-HIGH_DEPTH = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0}
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
     """An RGB copy of ``im``: high bit depths scaled to 8 bits, transparency composited on white."""
     if im.mode == "RGB":
         return im.copy()
-    if im.mode in HIGH_DEPTH or im.mode in ("I", "F"):
+    if im.mode in SIXTEEN_BIT or im.mode in ("I", "F"):
         values = np.asarray(im, dtype=np.float64)
-        top = HIGH_DEPTH.get(im.mode) or (65535.0 if values.max(initial=0) > 255 else 255.0)
-        if im.mode == "F":
-            top = 1.0 if values.max(initial=0) <= 1.0 else 255.0
+        peak = values.max(initial=0)
+        if im.mode == "F":  # floats: [0, 1] or [0, 255]
+            top = 1.0 if peak <= 1.0 else 255.0
+        else:  # 16-bit types; 32-bit "I" holds 16-bit PNGs on some Pillow versions, 8-bit values on others
+            top = 65535.0 if im.mode in SIXTEEN_BIT or peak > 255 else 255.0
         gray = np.clip(np.round(values / top * 255.0), 0, 255).astype(np.uint8)
         return Image.fromarray(gray, "L").convert("RGB")
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):

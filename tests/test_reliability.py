@@ -218,7 +218,7 @@ def test_a_damaged_fuser_is_one_clear_error(tmp_path, damage):
     elif damage == "weights of another shape":
         Fuser(FusionConfig(hidden_size=6, kind="linear")).save_pretrained(str(tmp_path / "other"))
         os.replace(tmp_path / "other" / "fusion_model.safetensors", folder / "fusion_model.safetensors")
-        words = ["does not fit fusion_config.json", "different fusers"]
+        words = ["does not fit fusion_config.json", "different checkpoints"]
     elif damage == "unknown field":
         (folder / "fusion_config.json").write_text(json.dumps(dict(config, attention_heads=4)))
         words = ["unknown fields attention_heads", "upgrade aim"]
@@ -559,3 +559,24 @@ def test_a_two_process_run_shares_the_lock_and_equals_one_process(tiny_hf_folder
         load_file(str(tmp_path / "two" / "fusion_model.safetensors"))
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-4)
+
+
+def test_stored_images_are_fingerprinted_without_decoding_them():
+    import io
+
+    from aim.data.hf import open_image_bytes
+    from aim.data.record import Record
+    from aim.eval.runner import records_fingerprint
+
+    def stored(color):
+        buf = io.BytesIO()
+        Image.new("RGB", (4, 4), color).save(buf, "PNG")
+        image = open_image_bytes(buf.getvalue(), "t")
+        decoded, load = [], image.load
+        image.load = lambda: decoded.append(1) or load()
+        return image, decoded
+
+    (red, decoded), (blue, _) = stored("red"), stored("blue")
+    a = records_fingerprint([Record("a", red, "q?", ["x"])])
+    assert decoded == []  # a parquet of 10k images is not decoded to start a run
+    assert a != records_fingerprint([Record("a", blue, "q?", ["x"])])

@@ -17,6 +17,7 @@ ImageError that names the dataset and the record.
 from __future__ import annotations
 
 import glob
+import hashlib
 import io
 import logging
 import os
@@ -53,6 +54,7 @@ def open_image_bytes(data: bytes, label: str) -> Image.Image:
     time raises an ImageError naming ``label`` (the dataset and record)."""
     try:
         image = Image.open(io.BytesIO(data))
+        image.info["sha256"] = hashlib.sha256(data).hexdigest()  # what a run folder fingerprints, undecoded
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"{label}: the stored image is not a readable image ({err.__class__.__name__}: {err}; "
                          "re-save the dataset with valid images or drop the record)") from None

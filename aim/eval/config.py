@@ -53,13 +53,17 @@ class IclEvalConfig:
                            f"{self.max_new_tokens}")
 
 
+def list_items(text: str, expected: str, what: str = "") -> list[str]:
+    """The stripped items of a comma-separated option; an empty one (``zero,,text``) is an error."""
+    items = [item.strip() for item in text.split(",")]
+    if "" in items:
+        raise AimError(f"{what + ' ' if what else ''}{text!r} has an empty item: give {expected}")
+    return items
+
+
 def parse_methods(text: str) -> tuple:
     """``"zero,raw"`` -> ("zero", "raw"), or an AimError naming the unknown ones."""
-    items = [m.strip() for m in text.split(",")]
-    if "" in items:
-        raise AimError(f"{text!r} has an empty item: give a comma-separated list of {', '.join(METHODS)}, "
-                       "e.g. zero,fused")
-    methods = tuple(items)
+    methods = tuple(list_items(text, f"a comma-separated list of {', '.join(METHODS)}, e.g. zero,fused"))
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise AimError(f"unknown method(s) {', '.join(map(repr, unknown)) or '(none given)'}: use a comma-separated "
@@ -69,10 +73,9 @@ def parse_methods(text: str) -> tuple:
 
 def parse_ints(text: str, what: str) -> tuple:
     """``"0,4,8"`` -> (0, 4, 8), or an AimError naming ``what``."""
-    if "" in [v.strip() for v in text.split(",")]:
-        raise AimError(f"{what} {text!r} has an empty item: give comma-separated integers, e.g. 0,4,8")
+    items = list_items(text, "comma-separated integers, e.g. 0,4,8", what)
     try:
-        values = tuple(int(v) for v in text.split(","))
+        values = tuple(int(v) for v in items)
     except ValueError:
         raise AimError(f"{what} must be comma-separated integers, e.g. 0,4,8; got {text!r}") from None
     if not values:

@@ -79,8 +79,9 @@ def episode_demos(record: Record, shots: int, seed: int) -> list[Record]:
 
 def records_fingerprint(records: Sequence[Record]) -> dict:
     """What a resume must find unchanged: the record count and a SHA-256 over every record's id,
-    question, answers and image (a file's path, size and modification time; an in-memory image's
-    pixels). A dataset edited between a kill and a resume gives another digest."""
+    question, answers and image (a file's path, size and modification time; a stored image's bytes'
+    digest, read without decoding it; an in-memory image's pixels). A dataset edited between a kill
+    and a resume gives another digest."""
     h = hashlib.sha256()
     for r in records:
         h.update(json.dumps([str(r.id), r.question, list(r.answers)]).encode())
@@ -90,6 +91,8 @@ def records_fingerprint(records: Sequence[Record]) -> dict:
                 h.update(f"{r.image}|{st.st_size}|{st.st_mtime_ns}".encode())
             except OSError:
                 h.update(f"{r.image}|missing".encode())
+        elif r.image is not None and "sha256" in r.image.info:
+            h.update(r.image.info["sha256"].encode())
         elif r.image is not None:
             h.update(r.image.mode.encode() + str(r.image.size).encode() + r.image.tobytes())
     return {"count": len(records), "sha256": h.hexdigest()[:16]}

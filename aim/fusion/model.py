@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import AimError, ConfigError, FusionMismatchError
-from ..files import read_json, read_safetensors, save_module
+from ..files import load_weights, read_json, save_module
 from .config import CONFIG_NAME, TARGET_EMBEDDINGS, WEIGHTS_NAME, FusionConfig
 
 logger = logging.getLogger(__name__)
@@ -225,13 +225,7 @@ class Fuser(nn.Module):
             raise ConfigError(f"{os.path.join(folder, CONFIG_NAME)} is invalid: {e}") from e
         model = cls(config)
         model.source = folder
-        weights = os.path.join(folder, WEIGHTS_NAME)
-        try:
-            model.load_state_dict(read_safetensors(weights, fix))
-        except RuntimeError as err:  # missing, unexpected or mis-shaped tensors
-            reason = str(err).strip().splitlines()[-1].strip()
-            raise AimError(f"{weights} does not fit {CONFIG_NAME} ({reason}): the two files come from different "
-                           f"fusers; {fix}") from None
+        load_weights(model, os.path.join(folder, WEIGHTS_NAME), CONFIG_NAME, fix)
         if backbone is not None:
             model.check_backbone(backbone)
         logger.info("loaded %s fuser from %s (made for %s)", config.kind, folder, describe(config.backbone))

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ...errors import BackboneError, ConfigError
-from ...files import read_json, read_safetensors, save_module
+from ...files import load_weights, read_json, save_module
 
 CONFIG_NAME = "connector_config.json"
 WEIGHTS_NAME = "connector.safetensors"
@@ -67,9 +67,5 @@ class Connector(nn.Module):
         except TypeError as err:  # a field this aim does not know
             raise BackboneError(f"{cfg_path} is not a connector config ({err}): {fix}") from None
         model = cls(config)
-        try:
-            model.load_state_dict(read_safetensors(weights, fix))
-        except RuntimeError as err:
-            reason = str(err).strip().splitlines()[-1].strip()
-            raise BackboneError(f"{weights} does not fit {CONFIG_NAME} ({reason}): {fix}") from None
+        load_weights(model, weights, CONFIG_NAME, fix, BackboneError)
         return model
