@@ -1,17 +1,15 @@
-"""Answer-scoring metrics: the official VQA accuracy, exact match and contained match.
+"""Answer-scoring metrics: the VQA accuracy of the reference scorers, exact match, contained match.
 
-``vqa_accuracy`` reimplements the published algorithm of the official VQA evaluation
-(``vqaEval.py`` of the VQA API, the same procedure open_flamingo and lmms-eval use):
+``vqa_accuracy`` follows **open_flamingo's current scorer** (``open_flamingo/eval/vqa_metric.py``,
+after its change "always postprocess gt answers"), which is also what lmms-eval computes:
 
-1. The prediction has newlines and tabs turned into spaces and is stripped, then goes through
-   the punctuation step and the digit/article step (:func:`normalize_answer`).
-2. The ground-truth answers are stripped the same way. **Only when they are not all identical**
-   do they also go through the punctuation and digit/article steps; a list of identical answers
-   is compared verbatim. So ``["Two"] * 10`` never matches anything (the prediction is always
-   normalised, to ``"2"``), whereas ``["Two"] * 9 + ["2"]`` is normalised and matches ``"two"``.
-   This is what the official code does; VQA annotation files are already lower-case, so it
-   rarely matters there.
-3. For each ground-truth answer in turn, the accuracy is ``min(1, n / 3)``, where ``n`` counts
+1. The prediction and every ground-truth answer have newlines and tabs turned into spaces and are
+   stripped, then go through the punctuation step and the digit/article step
+   (:func:`normalize_answer`). Both sides are normalised always: ``["a dog"] * 3`` against
+   ``"a dog"`` scores 1.0 and ``["1,000"] * 10`` against ``"1,000"`` scores 1.0. (The 2015 VQA
+   script normalised the ground truths only when they were not all identical, so those cases
+   scored 0; that behaviour is not offered.)
+2. For each ground-truth answer in turn, the accuracy is ``min(1, n / 3)``, where ``n`` counts
    the *other* answers equal to the prediction; the result is the mean over all answers. With
    ten answers: 1 match -> 0.3, 2 -> 0.6, 3 -> 0.9, 4 or more -> 1.0.
 
@@ -23,22 +21,21 @@ digit/article step lower-cases and splits on whitespace, maps number words (``"t
 ``"none"`` -> ``"0"``), drops the articles ``a``, ``an`` and ``the``, restores apostrophes of
 contractions (``"dont"`` -> ``"don't"``) and joins with single spaces.
 
-Differences from the official script, all at the edges:
+Differences from the reference scorer, at the edges:
 
-* Leave-one-out goes by position. The official code drops the answers that compare equal to
+* Leave-one-out goes by position. The reference drops the answer dicts that compare equal to
   the held-out one, which is one answer for VQA's annotation dicts (each has its own
   ``answer_id``) but would be all the equal copies for plain strings.
-* With a single answer the official formula always gives 0 (no other answers); here the result
-  is 1.0 when the normalised prediction equals the normalised answer, else 0.0.
-* Ground truths are stripped of newlines, tabs and outer spaces before the identical-answers
-  test, as open_flamingo and lmms-eval do (the original VQA API skips this).
+* With a single answer the reference formula always gives 0 (no other answers); here the result
+  is 1.0 when the normalised prediction equals the normalised answer, else 0.0 (for datasets
+  with one answer per question, such as easy-VQA).
 
 Quirks kept on purpose: ``":"`` and ``"'"`` are not punctuation (``"dog's"`` stays); the
-official period regex ``(?!<=\\d)(\\.)(?!\\d)`` has a look-ahead where a look-behind was meant,
+reference period regex ``(?!<=\\d)(\\.)(?!\\d)`` has a look-ahead where a look-behind was meant,
 so it deletes every period not followed by a digit (``".5"`` stays, ``"5."`` -> ``"5"``), and at
 most 32 of them (``re.UNICODE``, 32, is passed where ``re.sub`` expects its count); contraction
 keys with capitals (``"Im"``, ``"Ive"``) never fire because the text is lower-cased first, and
-``"somebody'd"`` maps to ``"somebodyd"``, as in the official table.
+``"somebody'd"`` maps to ``"somebodyd"``, as in the reference table.
 """
 from __future__ import annotations
 
@@ -173,20 +170,19 @@ def _prediction_text(prediction: Any) -> str:
 
 
 def vqa_accuracy(prediction: str, answers: Union[Answer, Iterable[Answer]]) -> float:
-    """The official VQA accuracy of ``prediction`` against the annotators' ``answers``.
+    """The VQA accuracy of ``prediction`` against the annotators' ``answers``, as open_flamingo's
+    current scorer and lmms-eval compute it.
 
     ``answers`` holds strings or VQAv2 dicts (``{"answer": ..., "answer_confidence": ...,
     "answer_id": ...}``), usually ten; any number from one works. For each answer, the accuracy
     is ``min(1, matches among the other answers / 3)``, and the mean over answers is returned.
-    Ground truths are normalised only when they are not all identical (as officially); a single
-    answer scores 1.0 on a normalised match. See the module docstring for details.
+    Prediction and answers are always normalised; a single answer scores 1.0 on a normalised
+    match. See the module docstring for details.
     """
     pred = normalize_answer(_prediction_text(prediction))
-    gts = [_clean_whitespace(a) for a in _answer_texts(answers)]
+    gts = [normalize_answer(a) for a in _answer_texts(answers)]
     if len(gts) == 1:
-        return 1.0 if pred == normalize_answer(gts[0]) else 0.0
-    if len(set(gts)) > 1:
-        gts = [_process_digits_articles(_process_punctuation(a)) for a in gts]
+        return 1.0 if pred == gts[0] else 0.0
     matches = [a == pred for a in gts]
     total = sum(matches)
     acc = sum(min(1.0, (total - held_out) / 3.0) for held_out in matches) / len(gts)
