@@ -3,7 +3,7 @@ file per family (hf.py shared by the Hugging Face ones) and one folder for the p
 Names are imported on first use (aim/lazy.py)."""
 from ..lazy import lazy_exports
 
-_EXPORTS = {name: ".base" for name in ("Backbone", "Demo", "DemoStates", "Encoded", "Generation", "PromptBatch",
+_EXPORTS = {name: ".base" for name in ("Backbone", "Demo", "DemoStates", "Encoded", "Generation", "Likelihood", "PromptBatch",
                                         "Virtual")}
 _EXPORTS.update(available=".registry", load_backbone=".registry")
 __all__ = sorted(_EXPORTS)

@@ -100,6 +100,17 @@ class Generation:
     new_tokens: int
 
 
+@dataclass
+class Likelihood:
+    """How likely a continuation is after a prompt: ``logprob`` the sum of its tokens'
+    log-probabilities, ``tokens`` how many tokens it has, ``greedy`` whether every one of them is
+    the model's argmax (lmms-eval's ``is_greedy``)."""
+
+    logprob: float
+    tokens: int
+    greedy: bool
+
+
 class Backbone(abc.ABC):
     """A frozen MLLM behind one interface. Subclasses set ``family`` and implement ``_encode``,
     ``decoder``, ``lm_head``, ``tokenizer`` and ``model_id``."""
@@ -354,6 +365,60 @@ class Backbone(abc.ABC):
         """Each image's embeddings as the LLM receives them, (image tokens, hidden) per image."""
         batch = self.encode([[load_image(i)] for i in images], chat=False, last_span=True)
         return [batch.inputs_embeds[i, start:end] for i, (start, end) in enumerate(batch.last_spans)]
+
+    # ----------------------------------------------------------------- likelihood
+    def continuation_text(self, answer: str) -> str:
+        """How an answer reads when the model writes it after the prompt: with a leading space, as
+        the pocket's stage 2 and ``aim train fuser`` train targets."""
+        return " " + answer
+
+    def continuation_logits(self, prompts: Sequence[Sequence[Segment]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per prompt (already in the chat template; its last segment is the continuation text):
+        the logits that predict the continuation's tokens, (T, vocab) float32, and those tokens (T,).
+        The prompt and its continuation are tokenized together; a token that spans the boundary
+        belongs to the continuation. Gradients flow as the caller's context says."""
+        batch = self.encode(prompts, last_span=True, chat=False)
+        hidden = self.run(batch).last_hidden_state
+        out = []
+        for i, (start, end) in enumerate(batch.last_spans):
+            if end <= start or start == 0:
+                raise ValueError(f"prompt {i}: the continuation {prompts[i][-1]!r} has no tokens of its own, or "
+                                 "nothing precedes it (give a non-empty continuation after a prompt)")
+            out.append((self.lm_head(hidden[i, start - 1:end - 1]).float(), batch.input_ids[i, start:end]))
+        return out
+
+    @torch.no_grad()
+    def loglikelihood(self, bodies: Sequence[Sequence[Segment]], continuations: Sequence[str],
+                      batch_size: int = 8) -> list[Likelihood]:
+        """Per (prompt body, continuation): the log-probability of the continuation after the body
+        in the chat template with the model's turn open (the prompt ``generate`` answers), summed
+        over its tokens. Bodies are those of ``aim.prompting`` (zero, raw, text or fused); the
+        continuation is taken as given (``continuation_text`` adds the usual leading space).
+        Batched rows are left-padded, so each row's figure equals that row alone."""
+        if len(bodies) != len(continuations):
+            raise ValueError(f"{len(bodies)} prompts but {len(continuations)} continuations")
+        out: list[Likelihood] = []
+        for s in range(0, len(bodies), batch_size):
+            prompts = [self.wrap(b) + [c] for b, c in zip(bodies[s:s + batch_size], continuations[s:s + batch_size])]
+            for prompt, (logits, labels) in zip(prompts, self.continuation_logits(prompts)):
+                logprobs = torch.log_softmax(logits, -1)
+                picked = logprobs.gather(1, labels[:, None])[:, 0]
+                greedy = bool((logits.argmax(-1) == labels).all())
+                out.append(Likelihood(float(picked.sum()), len(labels), greedy))
+        return out
+
+    def rank_classes(self, bodies: Sequence[Sequence[Segment]], classes: Sequence[Sequence[str]],
+                     batch_size: int = 8) -> list[list[Likelihood]]:
+        """Rank classification (open_flamingo's ImageNet and Hateful Memes method): per prompt
+        body, the ``loglikelihood`` of every class name of its list, as ``continuation_text``
+        writes it. Returns one list per body, in its classes' order; the argmax is the prediction."""
+        pairs = [(b, self.continuation_text(c)) for b, names in zip(bodies, classes) for c in names]
+        flat = self.loglikelihood([b for b, _ in pairs], [c for _, c in pairs], batch_size)
+        out, at = [], 0
+        for names in classes:
+            out.append(flat[at:at + len(names)])
+            at += len(names)
+        return out
 
     # ----------------------------------------------------------------- generation
     @torch.no_grad()

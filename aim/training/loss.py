@@ -3,7 +3,7 @@
 Every trainer states its examples as prompt bodies and target texts; the target goes after the
 model's turn opens (``Backbone.wrap``), ends with what the caller asks (the end-of-turn text where
 the model should learn to stop), and only its tokens are scored. The backbone is taken as it comes
-(any object with the protocol's ``wrap``, ``encode``, ``run`` and ``lm_head``): nothing here imports one.
+(any object with the protocol's ``wrap``, ``encode`` and ``continuation_logits``): nothing here imports one.
 """
 from __future__ import annotations
 
@@ -39,13 +39,9 @@ def answer_prompts(backbone, bodies: Sequence[list], targets: Sequence[str], end
 
 def target_logits(backbone, prompts: Sequence[list]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per prompt (whose last segment is the target text): the logits that predict the target's
-    tokens, (T, vocab) float32, and those tokens (T,). Gradients flow as the caller's context says."""
-    batch = backbone.encode(prompts, last_span=True, chat=False)
-    hidden = backbone.run(batch).last_hidden_state
-    out = []
-    for i, (start, end) in enumerate(batch.last_spans):
-        out.append((backbone.lm_head(hidden[i, start - 1:end - 1]).float(), batch.input_ids[i, start:end]))
-    return out
+    tokens, (T, vocab) float32, and those tokens (T,) (``Backbone.continuation_logits``, the same
+    code ``Backbone.loglikelihood`` scores with). Gradients flow as the caller's context says."""
+    return backbone.continuation_logits(prompts)
 
 
 def answer_loss(backbone, prompts: Sequence[list]) -> AnswerLoss:
