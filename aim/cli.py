@@ -190,8 +190,17 @@ def _parsed(parser: str, *args):
 @click.option("--limit", type=int, default=None, help="Only the first N questions of the dataset.")
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--max-new-tokens", default=10, show_default=True, help="Answer budget (greedy decoding).")
-@click.option("--metric", default="auto", show_default=True, type=click.Choice(["auto", "vqa_accuracy", "exact_match"]),
-              help="auto: exact match for classification records (labels, episodes), else the official VQA accuracy.")
+@click.option("--task", default="auto", show_default=True,
+              type=click.Choice(["auto", "vqa", "caption", "classification"]),
+              help="auto: what the records say (caption readers mark captions; class lists make classification), "
+                   "else vqa.")
+@click.option("--scoring", default="generate", show_default=True, type=click.Choice(["generate", "likelihood"]),
+              help="generate: score the generated answer; likelihood: rank classification over each record's "
+                   "class list (open_flamingo's ImageNet / Hateful Memes method).")
+@click.option("--metric", default="auto", show_default=True,
+              type=click.Choice(["auto", "vqa_accuracy", "exact_match", "cider", "bleu4", "rouge_l", "roc_auc"]),
+              help="auto: the task's own: VQA accuracy (open_flamingo's current scorer), CIDEr (pycocoevalcap; "
+                   "needs Java), ROC-AUC for binary classification, else exact match.")
 @click.option("--output", default="runs/icl-eval", show_default=True, type=click.Path(file_okay=False),
               help="Folder of runs; results go to OUTPUT/RUN_ID/.")
 @click.option("--run-id", default=None,
@@ -199,7 +208,7 @@ def _parsed(parser: str, *args):
                    "same options resumes it.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def icl_eval_cmd(fuser, dataset, pool, pool_limit, bank, methods, shots, select, seeds, limit, batch_size,
-                 max_new_tokens, metric, output, run_id, quiet, **opts) -> None:
+                 max_new_tokens, task, scoring, metric, output, run_id, quiet, **opts) -> None:
     """Few-shot evaluation: every method at every shot count (and seed), side by side.
 
     Writes OUTPUT/RUN_ID/results.json, samples.jsonl (every prediction), results.md (the table) and
@@ -210,7 +219,7 @@ def icl_eval_cmd(fuser, dataset, pool, pool_limit, bank, methods, shots, select,
 
     config = IclEvalConfig(dataset=dataset, methods=methods, shots=shots, select=select, seeds=seeds, limit=limit,
                            pool=pool, pool_limit=pool_limit, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                           metric=metric)
+                           metric=metric, task=task, scoring=scoring)
     records = _records(dataset, limit)
     pool_records = _records(pool, pool_limit, "--pool") if pool else None
     _writable(output, "--output")

@@ -17,7 +17,8 @@ from PIL import Image
 import aim
 from aim.cli import cli
 from aim.data.record import Record
-from aim.eval.config import IclEvalConfig, choose_metric
+from aim.eval.config import IclEvalConfig
+from aim.eval.tasks import choose_metric
 from aim.eval.runner import IclEval, icl_eval
 from aim.fusion import load_fuser
 

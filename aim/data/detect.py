@@ -14,6 +14,7 @@ from .record import Record
 FORMATS = {
     "jsonl": "a JSONL file, one {question_id, image, question, answers} object a line",
     "vqa": "the official VQA questions + annotations JSON pair (VQAv2, OK-VQA) and COCO images",
+    "json": "a COCO captions JSON, a Karpathy split JSON (PATH:SPLIT) or one of the VQA JSON files, told apart",
     "vizwiz": "a VizWiz annotations JSON (a list of questions) and its image folder",
     "textvqa": "a TextVQA JSON ({\"data\": [...]}) and its image folder",
     "hf": "a Hugging Face datasets folder (save_to_disk), lmms-eval field names",
@@ -89,7 +90,7 @@ def load_path(text: str, fmt: Optional[str] = None, limit: Optional[int] = None,
             raise DatasetError(f"dataset {spec!r}: images= is for JSON and JSONL datasets; {kind} datasets "
                                "carry their images (drop images=)")
         return (load_hf_folder if kind == "hf" else load_parquet)(path, split, limit)
-    if split and not os.path.isdir(path):
+    if split and not os.path.isdir(path) and kind != "json":
         raise DatasetError(f"dataset {spec!r}: ':{split}' picks a split of a folder; {path} is a file "
                            "(drop the split)")
     if kind == "jsonl":
@@ -103,7 +104,7 @@ def load_path(text: str, fmt: Optional[str] = None, limit: Optional[int] = None,
     if kind in ("json", "vqa", "vizwiz", "textvqa") and os.path.isfile(path):
         from .vqa_json import load_json_file
 
-        return load_json_file(path, limit, images, None if kind == "json" else kind)
+        return load_json_file(path, limit, images, None if kind == "json" else kind, split)
     what = f"a {kind} dataset" if kind else "a dataset"
     raise DatasetError(f"{path}: unknown dataset format, or not {what} (expected a .jsonl or .json file, a parquet "
                        "file or folder, a datasets folder (save_to_disk) or a folder with *questions*.json; "

@@ -34,6 +34,15 @@ def load_easy_vqa(split: str = "test", limit: Optional[int] = None) -> list[Reco
     return records[:limit] if limit else records
 
 
+def load_yes_no(split: str = "test", limit: Optional[int] = None) -> list[Record]:
+    """The split's yes/no questions as a binary classification task: classes ``no`` and ``yes``
+    (``yes`` the positive class, for ROC-AUC)."""
+    records = [Record(r.id, r.image, r.question, r.answers,
+                      dict(r.extra, classes=["no", "yes"], positive="yes", task="classification"))
+               for r in load_easy_vqa(split) if r.answer in ("yes", "no")]
+    return records[:limit] if limit else records
+
+
 def scene_captions(split: str = "train") -> dict[int, tuple[str, str]]:
     """image id -> (colour, shape), read off the split's own questions and answers."""
     colors: dict[int, str] = {}

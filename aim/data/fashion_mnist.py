@@ -49,8 +49,10 @@ def load_arrays(split: str = "test") -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_fashion_mnist(split: str = "test", limit: Optional[int] = None) -> list[Record]:
-    """Classification as VQA: "What is shown in the image?" with the class names as answers."""
+    """Classification as VQA: "What is shown in the image?" with the class names as answers, and
+    the ten class names (``extra["classes"]``, the first name of each) for rank classification."""
     images, labels = load_arrays(split)
     n = len(labels) if limit is None else min(limit, len(labels))
+    names = [c[0] for c in CLASSES]
     return [Record(f"{split}-{i}", Image.fromarray(images[i]).convert("RGB"), QUESTION,
-                   list(CLASSES[int(labels[i])]), {"label": int(labels[i])}) for i in range(n)]
+                   list(CLASSES[int(labels[i])]), {"label": int(labels[i]), "classes": names}) for i in range(n)]

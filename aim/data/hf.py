@@ -30,6 +30,7 @@ from ..errors import ImageError
 from .fields import (DatasetError, answers_of, check_unique_ids, extra_of, image_file, missing, question_of,
                      record_id, where)
 from .record import Record
+from .rows import adapt_row
 
 logger = logging.getLogger(__name__)
 PREFERRED_SPLITS = ("test", "validation")
@@ -86,6 +87,7 @@ def image_of(value: Any, folder: str, label: str) -> Any:
 
 
 def row_record(row: dict, index: int, source: str, folder: str) -> Record:
+    row = adapt_row(row, index, source)
     rid = record_id(row, index, source)
     question = question_of(row, index, source, rid)
     answers = answers_of(row, index, source, rid, annotators=True, preferred=row.get("multiple_choice_answer"))

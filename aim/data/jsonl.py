@@ -16,6 +16,7 @@ from typing import Optional
 from .fields import (DatasetError, answers_of, check_unique_ids, extra_of, image_file, missing, question_of,
                      record_id, where)
 from .record import Record
+from .rows import adapt_row
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def _load_jsonl(path: str, limit: Optional[int], folder: str) -> list[Record]:
                 raise DatasetError(f"{where(path, index)} (line {line_no}): a JSON {type(row).__name__}, not an "
                                    "object (each line must hold one {\"question_id\", \"image\", \"question\", "
                                    "\"answers\"} object)")
+            row = adapt_row(row, index, path)
             rid = record_id(row, index, path)
             question = question_of(row, index, path, rid)
             answers = answers_of(row, index, path, rid, annotators=False)

@@ -8,6 +8,7 @@ from ..errors import AimError
 from .record import Record
 
 BUILTIN = ("easy-vqa:train", "easy-vqa:test", "fashion-mnist:train", "fashion-mnist:test",
+           "easy-vqa-captions:test", "fashion-mnist-captions:test", "easy-vqa-yesno:test",
            "fashion-mnist-binding-2way:test", "fashion-mnist-binding-5way:test", "patterns-binding-2way:test",
            "patterns-binding-5way:test")
 
@@ -22,6 +23,14 @@ def load_records(spec: str, limit: Optional[int] = None) -> list[Record]:
         from .easy_vqa import load_easy_vqa
 
         return load_easy_vqa(split, limit)
+    if name == "easy-vqa-yesno":
+        from .easy_vqa import load_yes_no
+
+        return load_yes_no(split, limit)
+    if name in ("easy-vqa-captions", "fashion-mnist-captions"):
+        from .captions import builtin_captions
+
+        return builtin_captions(name, split, limit)
     from .binding import SOURCES, binding_records
 
     source = next((s for s in SOURCES if name.startswith(f"{s}-binding-")), None)

@@ -54,10 +54,20 @@ def read_json(path: str) -> Any:
 
 
 def load_json_file(path: str, limit: Optional[int] = None, images: Optional[str] = None,
-                   fmt: Optional[str] = None) -> list[Record]:
-    """A VQA questions or annotations file (with its partner), a VizWiz or a TextVQA file, told apart by
-    their structure; ``fmt`` ("vqa", "vizwiz", "textvqa") insists on one."""
+                   fmt: Optional[str] = None, split: Optional[str] = None) -> list[Record]:
+    """A VQA questions or annotations file (with its partner), a VizWiz or a TextVQA file, a COCO
+    captions or a Karpathy split file (``aim.data.captions``), told apart by their structure;
+    ``fmt`` ("vqa", "vizwiz", "textvqa") insists on one. ``split`` is for Karpathy files."""
+    from .captions import is_coco_captions, is_karpathy, load_coco_captions, load_karpathy
+
     data = read_json(path)
+    if fmt is None and is_karpathy(data):
+        return load_karpathy(path, data, split, limit, images)
+    if split:
+        raise DatasetError(f"{path}: ':{split}' picks a split of a folder or of a Karpathy split file; this file "
+                           "is neither (drop the split)")
+    if fmt is None and is_coco_captions(data):
+        return load_coco_captions(path, data, limit, images)
     kind = fmt or kind_of(data)
     if kind == "vqa" and isinstance(data, dict) and "annotations" in data and "questions" not in data:
         return load_vqa_pair(partner(path, "annotations", "questions"), path, images, limit)
@@ -68,7 +78,8 @@ def load_json_file(path: str, limit: Optional[int] = None, images: Optional[str]
     if kind == "textvqa" and isinstance(data, dict) and isinstance(data.get("data"), list):
         return load_textvqa(path, data, limit, images)
     shapes = ('{"questions": [...]} or {"annotations": [...]} (VQA), a list of {"image", "question", "answers"} '
-              '(VizWiz) or {"data": [...]} (TextVQA)')
+              '(VizWiz), {"data": [...]} (TextVQA), {"images", "annotations": [{"image_id", "caption"}]} (COCO '
+              'captions) or {"images": [{"filename", "sentences", "split"}]} (Karpathy split)')
     if fmt:
         raise DatasetError(f"{path}: not a {fmt} file (expected {shapes}; drop the '{fmt}:' prefix or point at "
                            "the right file)")

@@ -3,14 +3,14 @@ comma-separated options, and the choice of metric for a dataset's records."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 from ..api import SELECT
 from ..data.record import Record
 from ..errors import AimError
 from ..prompting import METHODS
+from .tasks import METRICS, SCORING, TASKS
 
-METRICS = ("auto", "vqa_accuracy", "exact_match")
 
 
 @dataclass
@@ -29,6 +29,8 @@ class IclEvalConfig:
     batch_size: int = 8
     max_new_tokens: int = 10
     metric: str = "auto"
+    task: str = "auto"
+    scoring: str = "generate"
 
     def __post_init__(self):
         self.methods = tuple(self.methods)
@@ -48,6 +50,10 @@ class IclEvalConfig:
             raise AimError(f"unknown selection {self.select!r}: use one of {', '.join(SELECT)}")
         if self.metric not in METRICS:
             raise AimError(f"unknown metric {self.metric!r}: use one of {', '.join(METRICS)}")
+        if self.task not in TASKS:
+            raise AimError(f"unknown task {self.task!r}: use one of {', '.join(TASKS)}")
+        if self.scoring not in SCORING:
+            raise AimError(f"unknown scoring {self.scoring!r}: use {' or '.join(SCORING)}")
         if self.batch_size <= 0 or self.max_new_tokens <= 0:
             raise AimError(f"batch size and max new tokens must be positive; got {self.batch_size}, "
                            f"{self.max_new_tokens}")
@@ -85,20 +91,3 @@ def parse_ints(text: str, what: str) -> tuple:
 
 def is_episode(record: Record) -> bool:
     return bool(record.extra.get("episode"))
-
-
-def choose_metric(records: Sequence[Record], metric: str = "auto") -> str:
-    """``auto``: a record's ``extra["metric"]`` when every record names the same one; exact match
-    for classification records (a label-binding episode or an ``extra["label"]``); else the
-    official VQA accuracy."""
-    if metric != "auto":
-        return metric
-    named = {r.extra.get("metric") for r in records}
-    if len(named) == 1 and None not in named:
-        (name,) = named
-        if name not in METRICS[1:]:
-            raise AimError(f"records name metric {name!r}: use {' or '.join(METRICS[1:])}")
-        return name
-    if records and all(is_episode(r) or "label" in r.extra for r in records):
-        return "exact_match"
-    return "vqa_accuracy"

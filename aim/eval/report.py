@@ -6,9 +6,16 @@ and a plot.
     {"results": {DATASET: {METHOD: {SHOTS: cell}}}, "metric": ..., "configuration": {...},
      "versions": {...}, "backbone": {...}, "fuser": {...}, "memory": {...}, "bank": {...}, ...}
 
-A cell: ``status`` ("ok" or "skipped", with ``reason``); ``accuracy`` (the run's metric) and both
-``vqa_accuracy`` and ``exact_match``, each ``{"mean", "std", "per_seed": {seed: value}}`` (std:
-sample standard deviation over seeds, 0 for one seed); ``prompt_tokens`` (mean per query);
+``task`` is vqa, caption or classification (``aim.eval.tasks``); ``metrics`` the figures every cell
+reports, the run's ``metric`` first; ``scorers`` which library (name, version) produced each one and
+how answers were scored (generated, or ranked by likelihood).
+
+A cell: ``status`` ("ok" or "skipped", with ``reason``); ``accuracy`` (the run's metric, named in
+its ``metric``) and each figure of ``metrics`` (VQA: ``vqa_accuracy``, ``exact_match``; captioning:
+``cider``, ``bleu4``, ``rouge_l``; classification: ``roc_auc`` when binary, ``exact_match``), each
+``{"mean", "std", "per_seed": {seed: value}}`` (std: sample standard deviation over seeds, 0 for one
+seed); ``by_answer_type`` (the metric per answer type, yes/no, number, other, unanswerable ...,
+where the records carry ``answer_type``); ``prompt_tokens`` (mean per query);
 ``latency_s`` (assemble + generate, per query); ``retrieval_s`` (selection + bank reads, or the
 on-the-fly fusion of episode demonstrations, per query); ``peak_memory_bytes`` (the largest batch
 figure, see ``memory``); ``n`` (queries per seed) and ``seeds``. Zero-shot figures appear at every
@@ -38,8 +45,13 @@ def _spread(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def cell_figures(samples: Sequence[dict], metric: str) -> dict:
-    """One (method, shots) from its samples over every seed run."""
+def cell_figures(samples: Sequence[dict], metric: str, metrics: Sequence[str] = ()) -> dict:
+    """One (method, shots) from its samples over every seed run: each of ``metrics`` (``metric``
+    first) per seed, the sample figures averaged and the corpus figures (CIDEr, ROC-AUC) computed
+    over the seed's samples; with answer types, the metric per type."""
+    from .tasks import SAMPLE_METRICS, corpus_figures
+
+    metrics = list(dict.fromkeys([metric, *metrics]))
     skipped = [s for s in samples if s.get("skipped")]
     if skipped:
         worst = max(skipped, key=lambda s: s.get("prompt_tokens", 0))
@@ -49,11 +61,20 @@ def cell_figures(samples: Sequence[dict], metric: str) -> dict:
         by_seed[int(s["seed"])].append(s)
     seeds = sorted(by_seed)
     cell = {"status": "ok", "seeds": seeds, "n": len(by_seed[seeds[0]])}
-    for name in ("vqa_accuracy", "exact_match"):
-        per_seed = {str(seed): sum(s[name] for s in by_seed[seed]) / len(by_seed[seed]) for seed in seeds}
+    corpus = {seed: corpus_figures([m for m in metrics if m not in SAMPLE_METRICS], by_seed[seed]) for seed in seeds}
+    for name in metrics:
+        if name in SAMPLE_METRICS:
+            per_seed = {str(seed): sum(s[name] for s in by_seed[seed]) / len(by_seed[seed]) for seed in seeds}
+        else:
+            per_seed = {str(seed): corpus[seed][name] for seed in seeds}
         mean, std = _spread(list(per_seed.values()))
         cell[name] = {"mean": mean, "std": std, "per_seed": per_seed}
     cell["accuracy"] = dict(cell[metric], metric=metric)
+    if metric in SAMPLE_METRICS and any("answer_type" in s for s in samples):
+        types: dict[str, list] = defaultdict(list)
+        for s in samples:
+            types[s.get("answer_type", "other")].append(s[metric])
+        cell["by_answer_type"] = {t: {"mean": sum(v) / len(v), "n": len(v) // len(seeds)} for t, v in sorted(types.items())}
     for name in ("prompt_tokens", "latency_s", "retrieval_s"):
         cell[name] = sum(s[name] for s in samples) / len(samples)
     cell["peak_memory_bytes"] = max(s["peak_memory_bytes"] for s in samples)
@@ -65,7 +86,8 @@ def aggregate(plan, samples: Sequence[dict]) -> dict:
     groups: dict[tuple, list] = defaultdict(list)
     for s in samples:
         groups[(s["method"], int(s["shots"]))].append(s)
-    zero = cell_figures(groups[("zero", 0)], plan.metric) if groups.get(("zero", 0)) else None
+    metrics = getattr(plan, "metrics", None) or [plan.metric]
+    zero = cell_figures(groups[("zero", 0)], plan.metric, metrics) if groups.get(("zero", 0)) else None
     table: dict[str, dict] = {}
     for method in plan.methods:
         row = table[method] = {}
@@ -75,7 +97,7 @@ def aggregate(plan, samples: Sequence[dict]) -> dict:
             elif method == "zero" or k == 0:
                 row[str(k)] = dict(zero, **({} if method == "zero" and k == 0 else {"same_as": "zero/0"}))
             elif groups.get((method, k)):
-                row[str(k)] = cell_figures(groups[(method, k)], plan.metric)
+                row[str(k)] = cell_figures(groups[(method, k)], plan.metric, metrics)
             else:
                 row[str(k)] = {"status": "missing"}
     return table
@@ -83,7 +105,12 @@ def aggregate(plan, samples: Sequence[dict]) -> dict:
 
 def results_document(plan, samples: Sequence[dict], context: dict) -> dict:
     """The whole results.json: figures plus the run's configuration, versions and fingerprints."""
+    from .tasks import scorers
+
+    metrics = getattr(plan, "metrics", None) or [plan.metric]
+    scoring = context.get("configuration", {}).get("scoring", "generate")
     doc = {"results": {plan.dataset: aggregate(plan, samples)}, "metric": plan.metric,
+           "task": getattr(plan, "task", "vqa"), "metrics": list(metrics), "scorers": scorers(metrics, scoring),
            "shots": list(plan.shots), "methods": list(plan.methods), "seeds_run": list(plan.seeds),
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "samples": len(samples)}

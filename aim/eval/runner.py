@@ -40,10 +40,10 @@ from ..errors import AimError
 from ..fusion import Fuser
 from ..images import load_image
 from ..locking import FolderLock
-from ..prompting import assemble
-from .config import IclEvalConfig, choose_metric, is_episode
+from ..prompting import prompt_bodies
+from .config import IclEvalConfig, is_episode
 from .memory import PeakMemory
-from .metrics import exact_match, vqa_accuracy
+from .tasks import check_scoring, choose_metric, classes_of, metrics_for, sample_scores, task_of
 from .run_folder import RunFolder, sample_key
 
 logger = logging.getLogger(__name__)
@@ -65,6 +65,8 @@ class Plan:
     seeds: tuple  # the seeds actually run
     zero_seed: int
     metric: str
+    task: str = "vqa"
+    metrics: list = field(default_factory=list)  # every figure a cell reports
     cells: list = field(default_factory=list)
     static_skips: dict = field(default_factory=dict)  # method -> reason, known before running
 
@@ -162,7 +164,10 @@ class IclEval:
             raise AimError(f"dataset {config.dataset} repeats record ids; an evaluation needs one id per record")
         self.backbone, self.records, self.config = backbone, list(records), config
         self.progress, self.on_batch = progress, on_batch
-        self.metric = choose_metric(self.records, config.metric)
+        self.task = task_of(self.records, config.task)
+        self.metric = choose_metric(self.records, config.metric, self.task)
+        check_scoring(self.records, config.scoring, self.task)
+        self.metrics = [self.metric] + [m for m in metrics_for(self.task, self.records) if m != self.metric]
         few = [m for m in config.methods if m != "zero"] if any(k > 0 for k in config.shots) else []
         self.needs_bank = bool(few) and any(not is_episode(r) for r in self.records)
         needs_fuser = self.needs_bank or ("fused" in few and any(is_episode(r) for r in self.records))
@@ -173,7 +178,7 @@ class IclEval:
         self.fewshot = FewShot(backbone, self.fuser)
         self.pool = pool
         self.exclude_self = same_source(config.pool, config.dataset)
-        self.run_config = dict(asdict(config), metric=self.metric, backbone=backbone.fingerprint(),
+        self.run_config = dict(asdict(config), metric=self.metric, task=self.task, backbone=backbone.fingerprint(),
                                fuser=self.fuser.fingerprint() if self.fuser is not None else None,
                                bank=os.path.abspath(bank) if bank else None,
                                records=records_fingerprint(self.records),
@@ -192,7 +197,7 @@ class IclEval:
         # similarity selection is deterministic; random selection and episodes draw by seed
         draws = c.select == "random" or any(is_episode(r) for r in self.records)
         seeds = c.seeds if draws else c.seeds[:1]
-        plan = Plan(c.dataset, c.methods, c.shots, seeds, c.seeds[0], self.metric)
+        plan = Plan(c.dataset, c.methods, c.shots, seeds, c.seeds[0], self.metric, self.task, list(self.metrics))
         if "zero" in c.methods or 0 in c.shots:
             plan.cells.append(Cell("zero", 0, c.seeds[0]))
         for method in c.methods:
@@ -293,24 +298,43 @@ class IclEval:
         ids, demos, fused = self._demonstrations(cell, chunk, images, questions)
         t1 = time.perf_counter()
         method = cell.method if cell.shots else "zero"
-        batch = assemble(self.backbone, method, images, questions, demos=demos, fused=fused)
+        bodies = prompt_bodies(self.backbone, method, images, questions, demos=demos, fused=fused)
+        batch = self.backbone.encode(bodies)
         lengths = batch.lengths
         context = self.backbone.context_length
         base = [{"method": cell.method, "shots": cell.shots, "seed": cell.seed, "id": str(r.id), "demo_ids": d}
                 for r, d in zip(records, ids)]
-        if context is not None and max(lengths) + self.config.max_new_tokens > context:
-            reason = (f"prompt {max(lengths)} tokens + {self.config.max_new_tokens} new > context {context}")
+        likelihood = self.config.scoring == "likelihood"
+        longest = max(len(self.backbone.tokenizer(self.backbone.continuation_text(c), add_special_tokens=False)
+                          .input_ids) for r in records for c in classes_of(r)) if likelihood else 0
+        new_tokens = longest if likelihood else self.config.max_new_tokens
+        if context is not None and max(lengths) + new_tokens > context:
+            reason = (f"prompt {max(lengths)} tokens + {new_tokens} new > context {context}")
             return [dict(b, skipped=reason, prompt_tokens=n) for b, n in zip(base, lengths)]
-        gens = self.backbone.generate(batch, max_new_tokens=self.config.max_new_tokens)
+        if likelihood:
+            ranked = self.backbone.rank_classes(bodies, [classes_of(r) for r in records], self.config.batch_size)
+            logprobs = [[lik.logprob for lik in row] for row in ranked]
+            predictions = [classes_of(r)[max(range(len(lp)), key=lp.__getitem__)] for r, lp in zip(records, logprobs)]
+            generated = [0] * len(records)
+        else:
+            gens = self.backbone.generate(batch, max_new_tokens=self.config.max_new_tokens)
+            logprobs = [None] * len(records)
+            predictions, generated = [g.text for g in gens], [g.new_tokens for g in gens]
         t2 = time.perf_counter()
         memory = self.memory.read()
         out = []
-        for b, r, g in zip(base, records, gens):
-            scores = {"vqa_accuracy": vqa_accuracy(g.text, r.answers), "exact_match": exact_match(g.text, r.answers)}
-            out.append(dict(b, prediction=g.text, answers=list(r.answers), score=scores[self.metric], **scores,
-                            prompt_tokens=g.prompt_tokens, new_tokens=g.new_tokens,
-                            latency_s=(t2 - t1) / len(chunk), retrieval_s=(t1 - t0) / len(chunk),
-                            peak_memory_bytes=memory))
+        for b, r, text, lp, n, new in zip(base, records, predictions, logprobs, lengths, generated):
+            scores = sample_scores(self.task, text, r, lp)
+            sample = dict(b, prediction=text, answers=list(r.answers), **scores, prompt_tokens=n, new_tokens=new,
+                          latency_s=(t2 - t1) / len(chunk), retrieval_s=(t1 - t0) / len(chunk),
+                          peak_memory_bytes=memory)
+            if self.metric in scores:
+                sample["score"] = scores[self.metric]
+            if lp is not None:
+                sample["class_logprobs"] = dict(zip(classes_of(r), lp))
+            if r.extra.get("answer_type") is not None:
+                sample["answer_type"] = str(r.extra["answer_type"])
+            out.append(sample)
         return out
 
     def _demonstrations(self, cell: Cell, chunk: list, images: list, questions: list):

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ...data import easy_vqa, fashion_mnist
+from ...data.captions import fashion_caption, scene_caption
 from ...data.binding import QUESTION as BINDING_QUESTION
 from ...data.binding import made_up_words
 from ...training.sequences import TrainSequence
@@ -32,16 +33,6 @@ INSTRUCTIONS = [
     "Name what you see in this picture.",
     "Caption this image.",
 ]
-
-
-def fashion_caption(class_name: str) -> str:
-    """"A sneaker.", "An ankle boot." """
-    return f"{'An' if class_name[0] in 'aeiou' else 'A'} {class_name}."
-
-
-def scene_caption(color: str, shape: str) -> str:
-    """An easy-VQA scene: "A blue circle." """
-    return f"A {color} {shape}."
 
 
 @dataclass

@@ -27,7 +27,8 @@ from ...training.loss import AnswerLoss, answer_loss, answer_prompts
 from ..base import Virtual
 from .config import ConnectorTrainConfig
 from .connector import Connector, ConnectorConfig
-from .episodes import INSTRUCTIONS, fashion_caption, scene_caption
+from ...data.captions import fashion_caption, scene_caption
+from .episodes import INSTRUCTIONS
 from .model import PocketBackbone
 from .vision import VisionTower
 
