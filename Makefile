@@ -30,6 +30,12 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt Makefile
 	    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null; \
 	  else echo "note: Fashion-MNIST needs 'apt-get install dataset-fashion-mnist' (root); its tests will skip"; fi; \
 	fi
+	@# pycocoevalcap's PTB tokenizer (captioning metrics) runs on Java
+	@if ! command -v java >/dev/null; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && apt-get install -y -qq default-jre-headless) >/dev/null; \
+	  else echo "note: captioning metrics need Java: 'apt-get install default-jre-headless' (root); their tests will skip"; fi; \
+	fi
 	$(BIN)/python -c "import torch; assert torch.__version__.startswith('$(subst torch==,,$(TORCH))'), torch.__version__"
 	touch $(STAMP)
 

@@ -407,17 +407,44 @@ class Backbone(abc.ABC):
                 out.append(Likelihood(float(picked.sum()), len(labels), greedy))
         return out
 
+    @torch.no_grad()
     def rank_classes(self, bodies: Sequence[Sequence[Segment]], classes: Sequence[Sequence[str]],
                      batch_size: int = 8) -> list[list[Likelihood]]:
         """Rank classification (open_flamingo's ImageNet and Hateful Memes method): per prompt
-        body, the ``loglikelihood`` of every class name of its list, as ``continuation_text``
-        writes it. Returns one list per body, in its classes' order; the argmax is the prediction."""
-        pairs = [(b, self.continuation_text(c)) for b, names in zip(bodies, classes) for c in names]
-        flat = self.loglikelihood([b for b, _ in pairs], [c for _, c in pairs], batch_size)
-        out, at = [], 0
-        for names in classes:
-            out.append(flat[at:at + len(names)])
-            at += len(names)
+        body, the log-likelihood of every class name of its list, as ``continuation_text`` writes
+        it, tokenized on its own after the prompt. The prompt runs once per batch; each class then
+        continues from a copy of its KV cache. Returns one list per body, in its classes' order; the
+        argmax is the prediction."""
+        import copy
+
+        out: list[list[Likelihood]] = []
+        for s in range(0, len(bodies), batch_size):
+            chunk, names = bodies[s:s + batch_size], classes[s:s + batch_size]
+            batch = self.encode(chunk)
+            prompt = self.run(batch, use_cache=True)
+            first = torch.log_softmax(self.lm_head(prompt.last_hidden_state[:, -1]).float(), -1)
+            rows: list[list[Likelihood]] = [[] for _ in chunk]
+            for name in dict.fromkeys(c for row in names for c in row):
+                ids = self.tokenizer(self.continuation_text(name), add_special_tokens=False).input_ids
+                if not ids:
+                    raise ValueError(f"class {name!r} has no tokens: give non-empty class names")
+                n, t = len(chunk), len(ids)
+                tokens = torch.tensor(ids, dtype=torch.long, device=self.device).expand(n, t)
+                logprob, greedy = first[:, ids[0]].clone(), first.argmax(-1) == ids[0]
+                if t > 1:
+                    mask = torch.cat([batch.attention_mask, batch.attention_mask.new_ones(n, t)], dim=1)
+                    steps = torch.arange(1, t + 1, device=self.device)
+                    pos = batch.position_ids[..., -1:] + steps
+                    step = PromptBatch(self.embed_tokens(tokens).to(batch.inputs_embeds.dtype), mask, pos, tokens)
+                    more = self.run(step, cache=copy.deepcopy(output_cache(prompt)), use_cache=True)
+                    logits = self.lm_head(more.last_hidden_state[:, :-1]).float()
+                    picked = torch.log_softmax(logits, -1).gather(2, tokens[:, 1:, None])[..., 0]
+                    logprob = logprob + picked.sum(1)
+                    greedy = greedy & (logits.argmax(-1) == tokens[:, 1:]).all(1)
+                for i, row in enumerate(names):
+                    if name in row:
+                        rows[i].append((row.index(name), Likelihood(float(logprob[i]), t, bool(greedy[i]))))
+            out += [[lik for _, lik in sorted(row, key=lambda x: x[0])] for row in rows]
         return out
 
     # ----------------------------------------------------------------- generation
