@@ -137,9 +137,11 @@ class FewShot:
     # ------------------------------------------------------------------ answering
     def generate(self, images: Sequence[ImageLike], questions: Sequence[str], shots: int = 16,
                  select: str = "image", method: str = "fused", seed: int = 0, max_new_tokens: int = 10,
-                 exclude: Optional[Sequence] = None) -> list[Answer]:
+                 exclude: Optional[Sequence] = None, num_beams: int = 1,
+                 length_penalty: float = 1.0) -> list[Answer]:
         """Answer each (image, question) with ``shots`` demonstrations from the bank. ``method``:
-        fused (the bank's fused tokens), raw (the demonstrations' images and texts), text, or zero."""
+        fused (the bank's fused tokens), raw (the demonstrations' images and texts), text, or zero.
+        Greedy decoding, or beam search with ``num_beams`` > 1 (``Backbone.beam_search``)."""
         images = [load_image(i) for i in images]
         chosen = self.demo_ids(images, questions, shots, select, seed, exclude) if shots and method != "zero" \
             else [[] for _ in questions]
@@ -149,7 +151,8 @@ class FewShot:
         else:
             demos = [[self.demo(i, with_image=method == "raw") for i in row] for row in chosen]
             batch = assemble(self.backbone, method, images, questions, demos=demos)
-        gens = self.backbone.generate(batch, max_new_tokens=max_new_tokens)
+        gens = self.backbone.generate(batch, max_new_tokens=max_new_tokens, num_beams=num_beams,
+                                      length_penalty=length_penalty)
         return [Answer(g.text, g.prompt_tokens, row) for g, row in zip(gens, chosen)]
 
     def demo(self, demo_id: str, with_image: bool) -> Demo:

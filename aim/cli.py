@@ -189,7 +189,12 @@ def _parsed(parser: str, *args):
               help="Seeds of random selection (similarity selection runs the first only).")
 @click.option("--limit", type=int, default=None, help="Only the first N questions of the dataset.")
 @click.option("--batch-size", default=8, show_default=True)
-@click.option("--max-new-tokens", default=10, show_default=True, help="Answer budget (greedy decoding).")
+@click.option("--max-new-tokens", default=10, show_default=True, help="Answer budget in tokens.")
+@click.option("--num-beams", default=1, show_default=True, type=int,
+              help="1: greedy decoding; more: beam search through transformers' generate (open_flamingo's VQA and "
+                   "captioning use 3).")
+@click.option("--length-penalty", default=1.0, show_default=True, type=float,
+              help="Beam search's length penalty (transformers' meaning).")
 @click.option("--task", default="auto", show_default=True,
               type=click.Choice(["auto", "vqa", "caption", "classification"]),
               help="auto: what the records say (caption readers mark captions; class lists make classification), "
@@ -208,7 +213,8 @@ def _parsed(parser: str, *args):
                    "same options resumes it.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def icl_eval_cmd(fuser, dataset, pool, pool_limit, bank, methods, shots, select, seeds, limit, batch_size,
-                 max_new_tokens, task, scoring, metric, output, run_id, quiet, **opts) -> None:
+                 max_new_tokens, num_beams, length_penalty, task, scoring, metric, output, run_id, quiet,
+                 **opts) -> None:
     """Few-shot evaluation: every method at every shot count (and seed), side by side.
 
     Writes OUTPUT/RUN_ID/results.json, samples.jsonl (every prediction), results.md (the table) and
@@ -219,7 +225,8 @@ def icl_eval_cmd(fuser, dataset, pool, pool_limit, bank, methods, shots, select,
 
     config = IclEvalConfig(dataset=dataset, methods=methods, shots=shots, select=select, seeds=seeds, limit=limit,
                            pool=pool, pool_limit=pool_limit, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                           metric=metric, task=task, scoring=scoring)
+                           metric=metric, task=task, scoring=scoring, num_beams=num_beams,
+                           length_penalty=length_penalty)
     records = _records(dataset, limit)
     pool_records = _records(pool, pool_limit, "--pool") if pool else None
     _writable(output, "--output")

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from ..data.record import Demo
+from ..errors import BackboneError
 from ..images import ImageLike, load_image
 
 logger = logging.getLogger(__name__)
@@ -448,11 +449,47 @@ class Backbone(abc.ABC):
         return out
 
     # ----------------------------------------------------------------- generation
+    def generation_model(self):
+        """The transformers model whose own ``generate`` takes this backbone's ``inputs_embeds``,
+        attention mask and (1-D) positions, for beam search; None where that does not hold."""
+        return None
+
+    @torch.no_grad()
+    def beam_search(self, batch: PromptBatch, max_new_tokens: int = 16, stop: Sequence[str] = ("\n",),
+                    num_beams: int = 3, length_penalty: float = 1.0) -> list[Generation]:
+        """Beam search through transformers' ``generate`` from ``inputs_embeds`` (open_flamingo's
+        VQA and captioning decode with 3 beams): the prompt's own attention mask; positions are
+        recomputed from the mask, which equals ours for left-padded 1-D positions. The best beam
+        is cut at the first stop string."""
+        model = self.generation_model()
+        if model is None or batch.position_ids.dim() == 3:
+            raise BackboneError(f"beam search is not available for the {self.family} family: transformers' generate "
+                                "cannot take its prompt as embeddings (multi-axis rope positions); use --num-beams 1")
+        tok = self.tokenizer
+        eos = [t for t in [tok.eos_token_id] + list(getattr(self, "extra_eos_ids", [])) if t is not None]
+        out = model.generate(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
+                             max_new_tokens=max_new_tokens, num_beams=num_beams, length_penalty=length_penalty,
+                             do_sample=False, eos_token_id=eos or None, pad_token_id=self.pad_id,
+                             num_return_sequences=1)
+        results = []
+        for i in range(out.shape[0]):
+            new = out[i].tolist()
+            while new and (new[-1] in eos or new[-1] == self.pad_id):
+                new.pop()
+            text = tok.decode(new, skip_special_tokens=True).lstrip()
+            for s in stop:
+                text = text.split(s)[0]
+            results.append(Generation(text.strip(), int(batch.attention_mask[i].sum()), len(new)))
+        return results
+
     @torch.no_grad()
     def generate(self, batch: PromptBatch, max_new_tokens: int = 16, stop: Sequence[str] = ("\n",),
-                 temperature: float = 0.0, seed: int = 0) -> list[Generation]:
+                 temperature: float = 0.0, seed: int = 0, num_beams: int = 1,
+                 length_penalty: float = 1.0) -> list[Generation]:
         """Decoding from inputs_embeds with a KV cache: greedy by default, sampling at ``temperature``
-        > 0 (seeded); stops at EOS or a stop string."""
+        > 0 (seeded); stops at EOS or a stop string. ``num_beams`` > 1: ``beam_search``."""
+        if num_beams > 1:
+            return self.beam_search(batch, max_new_tokens, stop, num_beams, length_penalty)
         generator = torch.Generator(device=self.device).manual_seed(seed) if temperature > 0 else None
         tok = self.tokenizer
         eos = set(t for t in [tok.eos_token_id] + list(getattr(self, "extra_eos_ids", [])) if t is not None)

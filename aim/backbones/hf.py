@@ -145,6 +145,9 @@ class HFBackbone(Backbone):
     def decoder(self) -> torch.nn.Module:
         return self.model.get_decoder()
 
+    def generation_model(self):
+        return self.model if self.position_axes == 1 else None
+
     @property
     def lm_head(self) -> torch.nn.Module:
         return self.model.get_output_embeddings()

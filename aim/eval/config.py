@@ -31,6 +31,8 @@ class IclEvalConfig:
     metric: str = "auto"
     task: str = "auto"
     scoring: str = "generate"
+    num_beams: int = 1
+    length_penalty: float = 1.0
 
     def __post_init__(self):
         self.methods = tuple(self.methods)
@@ -54,6 +56,8 @@ class IclEvalConfig:
             raise AimError(f"unknown task {self.task!r}: use one of {', '.join(TASKS)}")
         if self.scoring not in SCORING:
             raise AimError(f"unknown scoring {self.scoring!r}: use {' or '.join(SCORING)}")
+        if self.num_beams < 1:
+            raise AimError(f"--num-beams must be 1 (greedy) or more; got {self.num_beams}")
         if self.batch_size <= 0 or self.max_new_tokens <= 0:
             raise AimError(f"batch size and max new tokens must be positive; got {self.batch_size}, "
                            f"{self.max_new_tokens}")

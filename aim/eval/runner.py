@@ -7,8 +7,11 @@ started again skips what is done and ends with the same samples and figures.
 - ``zero`` ignores shots and runs once (at shots 0, with the first seed); every other method's
   shots 0 *is* that zero-shot prompt, so it is reported from the same samples, not run again.
 - ``raw`` shows k demonstrations with their images, ``text`` their texts only, ``fused`` their
-  fused tokens from the bank. All go through ``aim.prompting.assemble`` and greedy
-  ``Backbone.generate``.
+  fused tokens from the bank. All go through ``aim.prompting.prompt_bodies``, then
+  ``Backbone.generate`` (greedy, or beam search with ``num_beams`` > 1) or, with
+  ``scoring="likelihood"``, ``Backbone.rank_classes`` over each record's class list.
+- What a sample is scored with depends on the task (``aim.eval.tasks``): VQA accuracy, captioning
+  (CIDEr, computed per seed in ``report``), classification (accuracy, ROC-AUC when binary).
 - Demonstrations come from a ``DemoBank`` through ``FewShot.demo_ids`` (the selection of the Python
   API); a query never sees itself when the pool is the dataset. Records that carry an
   ``extra["episode"]`` (label-binding episodes) bring their own demonstrations
@@ -317,7 +320,8 @@ class IclEval:
             predictions = [classes_of(r)[max(range(len(lp)), key=lp.__getitem__)] for r, lp in zip(records, logprobs)]
             generated = [0] * len(records)
         else:
-            gens = self.backbone.generate(batch, max_new_tokens=self.config.max_new_tokens)
+            gens = self.backbone.generate(batch, max_new_tokens=self.config.max_new_tokens,
+                                          num_beams=self.config.num_beams, length_penalty=self.config.length_penalty)
             logprobs = [None] * len(records)
             predictions, generated = [g.text for g in gens], [g.new_tokens for g in gens]
         t2 = time.perf_counter()

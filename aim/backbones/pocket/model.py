@@ -107,6 +107,9 @@ class PocketBackbone(Backbone):
     def revision(self) -> Optional[str]:
         return self._revision
 
+    def generation_model(self):
+        return self.llm
+
     def shipped_fuser(self) -> Optional[str]:
         """The shipped fuser, made for the default checkpoint (other checkpoints need their own)."""
         return DEFAULT_FUSER if self.model_id == "pocket" else None
