@@ -29,12 +29,17 @@ TASKS = {
                     "--shots", "0,4,8"],
     "easy-vqa-yesno-auc": ["--dataset", "easy-vqa-yesno:test", "--pool", "easy-vqa-yesno:train",
                            "--scoring", "likelihood", "--shots", "0,4,8"],
+    # label binding episodes bring their own demonstrations (no pool); the same cells as generated
+    # answers in docs/pocket-backbone.md, scored by likelihood over the episode's two words
+    "binding-2way-likelihood": ["--dataset", "fashion-mnist-binding-2way:test", "--scoring", "likelihood",
+                                "--shots", "0,4,8"],
 }
 
 
 def run_task(name: str, args) -> dict:
     aim = os.path.join(os.path.dirname(sys.executable), "aim")
-    cmd = [aim, "icl-eval", *TASKS[name], "--limit", str(args.n), "--pool-limit", str(args.pool),
+    pool = ["--pool-limit", str(args.pool)] if "--pool" in TASKS[name] else []
+    cmd = [aim, "icl-eval", *TASKS[name], "--limit", str(args.n), *pool,
            "--methods", "zero,raw,text,fused", "--seeds", args.seeds, "--batch-size", "16",
            "--output", args.runs, "--run-id", name, "--quiet"]
     print("$", " ".join(cmd[1:]), flush=True)
