@@ -481,8 +481,11 @@ def test_ctrl_c_says_the_run_resumes_and_the_rerun_finishes(tmp_path):
     args = ["icl-eval", "--dataset", "easy-vqa:test", "--limit", "24", "--methods", "zero", "--shots", "0",
             "--batch-size", "2", "--output", str(out), "--run-id", "r"]
     clean = {k: v for k, v in os.environ.items() if k != "AIM_ALLOW_OUTSIDE_PATHS"}
+    # a shell's background job inherits SIGINT ignored, and Python then never raises KeyboardInterrupt:
+    # give the child the default disposition, as a terminal's Ctrl-C finds it
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "cli.py"), *args], stderr=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=dict(clean, HF_HUB_OFFLINE="1"))
+                            stdout=subprocess.PIPE, text=True, env=dict(clean, HF_HUB_OFFLINE="1"),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     samples = out / "r" / "samples.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and not (samples.exists() and samples.read_text().count("\n") >= 2):
