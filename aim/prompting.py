@@ -43,16 +43,10 @@ def assemble(backbone: Backbone, method: str, images: Sequence[Optional[ImageLik
              demos: Optional[Sequence[Sequence[Demo]]] = None,
              fused: Optional[Sequence[Sequence[torch.Tensor]]] = None) -> PromptBatch:
     """A batch of queries -> one left-padded ``PromptBatch`` (demos / fused: one list per query)."""
-    return backbone.encode(prompt_bodies(backbone, method, images, questions, demos, fused))
-
-
-def prompt_bodies(backbone: Backbone, method: str, images: Sequence[Optional[ImageLike]], questions: Sequence[str],
-                  demos: Optional[Sequence[Sequence[Demo]]] = None,
-                  fused: Optional[Sequence[Sequence[torch.Tensor]]] = None) -> list[list[Segment]]:
-    """The bodies ``assemble`` encodes (for ``Backbone.loglikelihood`` and ``rank_classes``)."""
     n = len(questions)
     demos = demos if demos is not None else [()] * n
     fused = fused if fused is not None else [()] * n
     if method == "fused" and any(len(d) for d in demos) and not any(len(f) for f in fused):
         raise AimError("method 'fused' needs fused tokens (from a DemoBank or a Fuser), not raw demonstrations")
-    return [prompt_body(backbone, method, img, q, d, f) for img, q, d, f in zip(images, questions, demos, fused)]
+    bodies = [prompt_body(backbone, method, img, q, d, f) for img, q, d, f in zip(images, questions, demos, fused)]
+    return backbone.encode(bodies)

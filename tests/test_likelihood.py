@@ -58,7 +58,7 @@ def test_rank_classes_scores_every_class_in_order(tiny_hf_backbone, tiny_images)
     b = tiny_hf_backbone
     bodies = [b.query_body(tiny_images[0], QUESTION), b.query_body(tiny_images[1], QUESTION)]
     classes = [["red", "blue", "green"], ["yes", "no"]]
-    ranked = b.rank_classes(bodies, classes, batch_size=2)
+    ranked = b.rank_classes(b.encode(bodies), classes)
     assert [len(r) for r in ranked] == [3, 2]
     for body, names, row in zip(bodies, classes, ranked):
         direct = b.loglikelihood([body] * len(names), [" " + n for n in names])
@@ -122,6 +122,6 @@ def test_pocket_greedy_answer_is_greedy_under_loglikelihood(pocket):
     (gen,) = pocket.generate(pocket.encode([body]), max_new_tokens=4, stop=())
     assert gen.text
     (lik,) = pocket.loglikelihood([body], [pocket.continuation_text(gen.text)])
-    ranked = pocket.rank_classes([body], [[gen.text, gen.text + " and a cat"]])[0]
+    ranked = pocket.rank_classes(pocket.encode([body]), [[gen.text, gen.text + " and a cat"]])[0]
     assert ranked[0].logprob == pytest.approx(lik.logprob, abs=1e-4)
     assert ranked[0].logprob > ranked[1].logprob  # a longer continuation adds tokens of negative log-probability

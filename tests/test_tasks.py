@@ -209,7 +209,7 @@ def test_rank_classification_through_icl_eval(llava, tmp_path):
     # the likelihoods are those of Backbone.rank_classes on the same prompt
     zero = {s["id"]: s for s in samples if s["method"] == "zero"}
     body = llava.query_body(Image.open(records[0].image).convert("RGB"), records[0].question)
-    ranked = llava.rank_classes([body], [["no", "yes"]])[0]
+    ranked = llava.rank_classes(llava.encode([body]), [["no", "yes"]])[0]
     assert [r.logprob for r in ranked] == pytest.approx([zero["c0"]["class_logprobs"][c] for c in ("no", "yes")],
                                                         abs=1e-4)
 

@@ -401,7 +401,7 @@ class Backbone(abc.ABC):
         out: list[Likelihood] = []
         for s in range(0, len(bodies), batch_size):
             prompts = [self.wrap(b) + [c] for b, c in zip(bodies[s:s + batch_size], continuations[s:s + batch_size])]
-            for prompt, (logits, labels) in zip(prompts, self.continuation_logits(prompts)):
+            for logits, labels in self.continuation_logits(prompts):
                 logprobs = torch.log_softmax(logits, -1)
                 picked = logprobs.gather(1, labels[:, None])[:, 0]
                 greedy = bool((logits.argmax(-1) == labels).all())
@@ -409,50 +409,58 @@ class Backbone(abc.ABC):
         return out
 
     @torch.no_grad()
-    def rank_classes(self, bodies: Sequence[Sequence[Segment]], classes: Sequence[Sequence[str]],
-                     batch_size: int = 8) -> list[list[Likelihood]]:
-        """Rank classification (open_flamingo's ImageNet and Hateful Memes method): per prompt
-        body, the log-likelihood of every class name of its list, as ``continuation_text`` writes
-        it, tokenized on its own after the prompt. The prompt runs once per batch; each class then
-        continues from a copy of its KV cache. Returns one list per body, in its classes' order; the
-        argmax is the prediction."""
+    def rank_classes(self, batch: PromptBatch, classes: Sequence[Sequence[str]]) -> list[list[Likelihood]]:
+        """Rank classification (open_flamingo's ImageNet and Hateful Memes method) over an encoded
+        batch of prompts (``encode`` / ``aim.prompting.assemble``, as ``generate`` takes it): per
+        prompt, the log-likelihood of every class name of its list, as ``continuation_text`` writes
+        it, tokenized on its own after the prompt. The prompt runs once; each class then continues
+        from a copy of its KV cache. Returns one list per prompt, in its classes' order; the argmax
+        is the prediction."""
         import copy
 
-        out: list[list[Likelihood]] = []
-        for s in range(0, len(bodies), batch_size):
-            chunk, names = bodies[s:s + batch_size], classes[s:s + batch_size]
-            batch = self.encode(chunk)
-            prompt = self.run(batch, use_cache=True)
-            first = torch.log_softmax(self.lm_head(prompt.last_hidden_state[:, -1]).float(), -1)
-            rows: list[list[Likelihood]] = [[] for _ in chunk]
-            for name in dict.fromkeys(c for row in names for c in row):
-                ids = self.tokenizer(self.continuation_text(name), add_special_tokens=False).input_ids
-                if not ids:
-                    raise ValueError(f"class {name!r} has no tokens: give non-empty class names")
-                n, t = len(chunk), len(ids)
-                tokens = torch.tensor(ids, dtype=torch.long, device=self.device).expand(n, t)
-                logprob, greedy = first[:, ids[0]].clone(), first.argmax(-1) == ids[0]
-                if t > 1:
-                    mask = torch.cat([batch.attention_mask, batch.attention_mask.new_ones(n, t)], dim=1)
-                    steps = torch.arange(1, t + 1, device=self.device)
-                    pos = batch.position_ids[..., -1:] + steps
-                    step = PromptBatch(self.embed_tokens(tokens).to(batch.inputs_embeds.dtype), mask, pos, tokens)
-                    more = self.run(step, cache=copy.deepcopy(output_cache(prompt)), use_cache=True)
-                    logits = self.lm_head(more.last_hidden_state[:, :-1]).float()
-                    picked = torch.log_softmax(logits, -1).gather(2, tokens[:, 1:, None])[..., 0]
-                    logprob = logprob + picked.sum(1)
-                    greedy = greedy & (logits.argmax(-1) == tokens[:, 1:]).all(1)
-                for i, row in enumerate(names):
-                    if name in row:
-                        rows[i].append((row.index(name), Likelihood(float(logprob[i]), t, bool(greedy[i]))))
-            out += [[lik for _, lik in sorted(row, key=lambda x: x[0])] for row in rows]
-        return out
+        n = batch.inputs_embeds.shape[0]
+        prompt = self.run(batch, use_cache=True)
+        first = torch.log_softmax(self.lm_head(prompt.last_hidden_state[:, -1]).float(), -1)
+        rows: list[list] = [[None] * len(names) for names in classes]
+        for name in dict.fromkeys(c for names in classes for c in names):
+            ids = self.tokenizer(self.continuation_text(name), add_special_tokens=False).input_ids
+            if not ids:
+                raise ValueError(f"class {name!r} has no tokens: give non-empty class names")
+            t = len(ids)
+            tokens = torch.tensor(ids, dtype=torch.long, device=self.device).expand(n, t)
+            logprob, greedy = first[:, ids[0]].clone(), first.argmax(-1) == ids[0]
+            if t > 1:
+                mask = torch.cat([batch.attention_mask, batch.attention_mask.new_ones(n, t)], dim=1)
+                pos = batch.position_ids[..., -1:] + torch.arange(1, t + 1, device=self.device)
+                step = PromptBatch(self.embed_tokens(tokens).to(batch.inputs_embeds.dtype), mask, pos, tokens)
+                more = self.run(step, cache=copy.deepcopy(output_cache(prompt)), use_cache=True)
+                logits = self.lm_head(more.last_hidden_state[:, :-1]).float()
+                logprob = logprob + torch.log_softmax(logits, -1).gather(2, tokens[:, 1:, None])[..., 0].sum(1)
+                greedy = greedy & (logits.argmax(-1) == tokens[:, 1:]).all(1)
+            for i, names in enumerate(classes):
+                if name in names:
+                    rows[i][names.index(name)] = Likelihood(float(logprob[i]), t, bool(greedy[i]))
+        return rows
 
     # ----------------------------------------------------------------- generation
     def generation_model(self):
-        """The transformers model whose own ``generate`` takes this backbone's ``inputs_embeds``,
-        attention mask and (1-D) positions, for beam search; None where that does not hold."""
+        """The transformers model whose own ``generate`` takes this backbone's ``inputs_embeds`` and
+        attention mask, for beam search; None where there is none."""
         return None
+
+    def _answer_end_ids(self) -> list[int]:
+        """The tokens that end an answer: the tokenizer's EOS and the family's end-of-turn tokens."""
+        return [t for t in [self.tokenizer.eos_token_id] + list(getattr(self, "extra_eos_ids", [])) if t is not None]
+
+    def _finished(self, batch: PromptBatch, tokens: Sequence[Sequence[int]], stop: Sequence[str]) -> list[Generation]:
+        """The new tokens of each row as answers, cut at the first stop string."""
+        results = []
+        for i, row in enumerate(tokens):
+            text = self.tokenizer.decode(row, skip_special_tokens=True).lstrip()
+            for s in stop:
+                text = text.split(s)[0]
+            results.append(Generation(text.strip(), int(batch.attention_mask[i].sum()), len(row)))
+        return results
 
     @torch.no_grad()
     def beam_search(self, batch: PromptBatch, max_new_tokens: int = 16, stop: Sequence[str] = ("\n",),
@@ -465,22 +473,17 @@ class Backbone(abc.ABC):
         if model is None or batch.position_ids.dim() == 3:
             raise BackboneError(f"beam search is not available for the {self.family} family: transformers' generate "
                                 "cannot take its prompt as embeddings (multi-axis rope positions); use --num-beams 1")
-        tok = self.tokenizer
-        eos = [t for t in [tok.eos_token_id] + list(getattr(self, "extra_eos_ids", [])) if t is not None]
+        eos = self._answer_end_ids()
         out = model.generate(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
                              max_new_tokens=max_new_tokens, num_beams=num_beams, length_penalty=length_penalty,
                              do_sample=False, eos_token_id=eos or None, pad_token_id=self.pad_id,
                              num_return_sequences=1)
-        results = []
-        for i in range(out.shape[0]):
-            new = out[i].tolist()
+        rows = []
+        for new in out.tolist():
             while new and (new[-1] in eos or new[-1] == self.pad_id):
                 new.pop()
-            text = tok.decode(new, skip_special_tokens=True).lstrip()
-            for s in stop:
-                text = text.split(s)[0]
-            results.append(Generation(text.strip(), int(batch.attention_mask[i].sum()), len(new)))
-        return results
+            rows.append(new)
+        return self._finished(batch, rows, stop)
 
     @torch.no_grad()
     def generate(self, batch: PromptBatch, max_new_tokens: int = 16, stop: Sequence[str] = ("\n",),
@@ -492,7 +495,7 @@ class Backbone(abc.ABC):
             return self.beam_search(batch, max_new_tokens, stop, num_beams, length_penalty)
         generator = torch.Generator(device=self.device).manual_seed(seed) if temperature > 0 else None
         tok = self.tokenizer
-        eos = set(t for t in [tok.eos_token_id] + list(getattr(self, "extra_eos_ids", [])) if t is not None)
+        eos = set(self._answer_end_ids())
         n = batch.inputs_embeds.shape[0]
         out = self.run(batch, use_cache=True)
         cache = output_cache(out)
@@ -526,13 +529,7 @@ class Backbone(abc.ABC):
             out = self.run(step, cache=cache, use_cache=True)
             cache = output_cache(out)
             logits = self.lm_head(out.last_hidden_state[:, -1])
-        results = []
-        for i in range(n):
-            text = tok.decode(tokens[i], skip_special_tokens=True).lstrip()
-            for s in stop:
-                text = text.split(s)[0]
-            results.append(Generation(text.strip(), int(batch.attention_mask[i].sum()), len(tokens[i])))
-        return results
+        return self._finished(batch, tokens, stop)
 
     def answer(self, images: Sequence[Optional[ImageLike]], questions: Sequence[str],
                max_new_tokens: int = 16) -> list[Generation]:

@@ -146,7 +146,7 @@ class HFBackbone(Backbone):
         return self.model.get_decoder()
 
     def generation_model(self):
-        return self.model if self.position_axes == 1 else None
+        return self.model
 
     @property
     def lm_head(self) -> torch.nn.Module:

@@ -50,16 +50,16 @@ def builtin_captions(name: str, split: str, limit: Optional[int] = None) -> list
 
         scenes, paths = scene_captions(split), image_paths(split)
         rows = [(f"{split}-scene-{img}", paths[img], scene_caption(*scenes[img])) for img in sorted(scenes)]
+        rows = rows if limit is None else rows[:limit]
     else:
         from PIL import Image
 
         from .fashion_mnist import CLASSES, load_arrays
 
         images, labels = load_arrays(split)
-        n = len(labels) if limit is None else min(limit, len(labels))
+        n = len(labels) if limit is None else min(limit, len(labels))  # only the images asked for are converted
         rows = [(f"{split}-{i}", Image.fromarray(images[i]).convert("RGB"), fashion_caption(CLASSES[int(labels[i])][0]))
                 for i in range(n)]
-    rows = rows if limit is None else rows[:limit]
     return [caption_record(rid, image, [caption], rid) for rid, image, caption in rows]
 
 
@@ -149,10 +149,11 @@ def load_karpathy(path: str, data: dict, split: Optional[str] = None, limit: Opt
     return records
 
 
-def caption_row(row: dict) -> Optional[dict]:
+def caption_row(row: dict, at: str) -> Optional[dict]:
     """An lmms-eval caption row in the fields every reader takes (question, answers, question_id),
     or None when the row is not one: flickr30k's ``caption`` list without a question, or a
-    ``question`` equal to the caption prompt with an ``answer`` list (coco2017_cap_val)."""
+    ``question`` equal to the caption prompt with an ``answer`` list (coco2017_cap_val). ``at``
+    (the record, for errors) is unused: a caption row is read as it comes."""
     if "question" not in row and isinstance(row.get("caption"), (list, str)):
         rid = row.get("img_id", row.get("id", row.get("filename")))
         captions = row["caption"] if isinstance(row["caption"], list) else [row["caption"]]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from .fields import DatasetError
+
 #: open_flamingo's Hateful Memes prompt, after the image
 QUESTION = "is an image with: '{text}' written on it. Is it hateful?"
 CLASSES = ["no", "yes"]
@@ -20,15 +22,16 @@ def is_hateful_row(row: dict) -> bool:
     return "question" not in row and "label" in row and "text" in row and ("img" in row or "image" in row)
 
 
-def hateful_row(row: dict) -> Optional[dict]:
-    """A Hateful Memes row in the fields every reader takes, or None when the row is not one."""
+def hateful_row(row: dict, at: str) -> Optional[dict]:
+    """A Hateful Memes row in the fields every reader takes, or None when the row is not one;
+    ``at`` names the record in errors."""
     if not is_hateful_row(row):
         return None
-    label = row["label"]
-    if label not in (0, 1, True, False, "0", "1"):
-        return {**row, "question": QUESTION.format(text=row["text"]), "answers": [],
-                "_error": f"its label is {label!r}; Hateful Memes labels are 0 (not hateful) or 1 (hateful)"}
+    value = row["label"]
+    if value not in (0, 1, True, False, "0", "1"):
+        raise DatasetError(f"{at}: its label is {value!r}; Hateful Memes labels are 0 (not hateful) or 1 "
+                           "(hateful) (fix the record)")
     rest = {k: v for k, v in row.items() if k not in ("img", "image", "label")}
     return {**rest, "image": row.get("img", row.get("image")), "question": QUESTION.format(text=row["text"]),
-            "answers": [CLASSES[int(label)]], "label": int(label), "classes": CLASSES, "positive": "yes",
+            "answers": [CLASSES[int(value)]], "label": int(value), "classes": CLASSES, "positive": "yes",
             "task": "classification"}

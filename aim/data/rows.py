@@ -4,15 +4,14 @@ and Hateful Memes rows (``hateful_memes.hateful_row``). Other rows pass unchange
 from __future__ import annotations
 
 from .captions import caption_row
-from .fields import DatasetError, where
+from .fields import where
 from .hateful_memes import hateful_row
 
 
 def adapt_row(row: dict, index: int, source: str) -> dict:
+    at = where(source, index, row.get("id"))
     for adapt in (caption_row, hateful_row):
-        mapped = adapt(row)
+        mapped = adapt(row, at)
         if mapped is not None:
-            if "_error" in mapped:
-                raise DatasetError(f"{where(source, index, row.get('id'))}: {mapped['_error']} (fix the record)")
             return mapped
     return row

@@ -21,10 +21,6 @@ from ..errors import MetricError
 
 logger = logging.getLogger(__name__)
 
-#: the figures ``caption_scores`` returns, by their names in results.json
-CAPTION_METRICS = ("cider", "bleu4", "rouge_l", "meteor")
-
-
 def check_java() -> str:
     """The path of ``java``, or a MetricError that says how to install it."""
     java = shutil.which("java")
@@ -99,8 +95,10 @@ def caption_scores(predictions: Sequence[str], references: Sequence[Sequence[str
                               "non-empty reference caption")
     _, Cider, Bleu, Rouge = _import()
     keys = [str(i) for i in range(len(predictions))]
-    gts = tokenize(dict(zip(keys, [list(r) for r in references])))
-    res = tokenize({k: [p] for k, p in zip(keys, predictions)})
+    # one Java run tokenizes both sides ("g" references, "r" the caption to score)
+    tokens = tokenize({**{"g" + k: list(r) for k, r in zip(keys, references)},
+                       **{"r" + k: [p] for k, p in zip(keys, predictions)}})
+    gts, res = {k: tokens["g" + k] for k in keys}, {k: tokens["r" + k] for k in keys}
     out = {"cider": float(Cider().compute_score(gts, res)[0])}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     out["bleu4"] = float(bleu[3])

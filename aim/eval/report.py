@@ -86,7 +86,7 @@ def aggregate(plan, samples: Sequence[dict]) -> dict:
     groups: dict[tuple, list] = defaultdict(list)
     for s in samples:
         groups[(s["method"], int(s["shots"]))].append(s)
-    metrics = getattr(plan, "metrics", None) or [plan.metric]
+    metrics = plan.metrics or [plan.metric]
     zero = cell_figures(groups[("zero", 0)], plan.metric, metrics) if groups.get(("zero", 0)) else None
     table: dict[str, dict] = {}
     for method in plan.methods:
@@ -107,10 +107,10 @@ def results_document(plan, samples: Sequence[dict], context: dict) -> dict:
     """The whole results.json: figures plus the run's configuration, versions and fingerprints."""
     from .tasks import scorers
 
-    metrics = getattr(plan, "metrics", None) or [plan.metric]
+    metrics = plan.metrics or [plan.metric]
     scoring = context.get("configuration", {}).get("scoring", "generate")
     doc = {"results": {plan.dataset: aggregate(plan, samples)}, "metric": plan.metric,
-           "task": getattr(plan, "task", "vqa"), "metrics": list(metrics), "scorers": scorers(metrics, scoring),
+           "task": plan.task, "metrics": list(metrics), "scorers": scorers(metrics, scoring),
            "shots": list(plan.shots), "methods": list(plan.methods), "seeds_run": list(plan.seeds),
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "samples": len(samples)}

@@ -7,7 +7,7 @@ started again skips what is done and ends with the same samples and figures.
 - ``zero`` ignores shots and runs once (at shots 0, with the first seed); every other method's
   shots 0 *is* that zero-shot prompt, so it is reported from the same samples, not run again.
 - ``raw`` shows k demonstrations with their images, ``text`` their texts only, ``fused`` their
-  fused tokens from the bank. All go through ``aim.prompting.prompt_bodies``, then
+  fused tokens from the bank. All go through ``aim.prompting.assemble``, then
   ``Backbone.generate`` (greedy, or beam search with ``num_beams`` > 1) or, with
   ``scoring="likelihood"``, ``Backbone.rank_classes`` over each record's class list.
 - What a sample is scored with depends on the task (``aim.eval.tasks``): VQA accuracy, captioning
@@ -43,7 +43,7 @@ from ..errors import AimError
 from ..fusion import Fuser
 from ..images import load_image
 from ..locking import FolderLock
-from ..prompting import prompt_bodies
+from ..prompting import assemble
 from .config import IclEvalConfig, is_episode
 from .memory import PeakMemory
 from .tasks import check_scoring, choose_metric, classes_of, metrics_for, sample_scores, task_of
@@ -301,8 +301,7 @@ class IclEval:
         ids, demos, fused = self._demonstrations(cell, chunk, images, questions)
         t1 = time.perf_counter()
         method = cell.method if cell.shots else "zero"
-        bodies = prompt_bodies(self.backbone, method, images, questions, demos=demos, fused=fused)
-        batch = self.backbone.encode(bodies)
+        batch = assemble(self.backbone, method, images, questions, demos=demos, fused=fused)
         lengths = batch.lengths
         context = self.backbone.context_length
         base = [{"method": cell.method, "shots": cell.shots, "seed": cell.seed, "id": str(r.id), "demo_ids": d}
@@ -315,7 +314,7 @@ class IclEval:
             reason = (f"prompt {max(lengths)} tokens + {new_tokens} new > context {context}")
             return [dict(b, skipped=reason, prompt_tokens=n) for b, n in zip(base, lengths)]
         if likelihood:
-            ranked = self.backbone.rank_classes(bodies, [classes_of(r) for r in records], self.config.batch_size)
+            ranked = self.backbone.rank_classes(batch, [classes_of(r) for r in records])
             logprobs = [[lik.logprob for lik in row] for row in ranked]
             predictions = [classes_of(r)[max(range(len(lp)), key=lp.__getitem__)] for r, lp in zip(records, logprobs)]
             generated = [0] * len(records)

@@ -89,8 +89,8 @@ def choose_metric(records: Sequence[Record], metric: str = "auto", task: Optiona
 
 
 def check_scoring(records: Sequence[Record], scoring: str, task: str) -> None:
-    if scoring not in SCORING:
-        raise AimError(f"unknown scoring {scoring!r}: use {' or '.join(SCORING)}")
+    """Likelihood scoring needs a class list on every record, and is not for captions (the
+    scoring name itself is checked by ``IclEvalConfig``)."""
     if scoring == "likelihood":
         if task == "caption":
             raise AimError("--scoring likelihood ranks a class list; captioning is scored on generated captions "
