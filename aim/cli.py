@@ -292,7 +292,8 @@ def _run_options(config):
 @train.command("connector")
 @_run_options(ConnectorTrainConfig)
 @_option(ConnectorTrainConfig, "lr")
-@_option(ConnectorTrainConfig, "image_size", help="Vision input size (128 px: 16 image tokens).")
+@_option(ConnectorTrainConfig, "image_size", help="Vision input size (128 px: 16 image tokens; 256 px: 64).")
+@_option(ConnectorTrainConfig, "init")
 @_option(ConnectorTrainConfig, "easy_vqa_images", help="easy-VQA train scenes to caption.")
 @_option(ConnectorTrainConfig, "fashion_per_class", help="Fashion-MNIST train images per class.")
 def train_connector_cmd(**opts) -> None:
@@ -309,6 +310,8 @@ def train_connector_cmd(**opts) -> None:
 @train.command("backbone")
 @_run_options(BackboneTrainConfig)
 @click.option("--init", default=None, help="Stage-1 connector folder to start from (default: the shipped one).")
+@_option(BackboneTrainConfig, "init_adapter")
+@_option(BackboneTrainConfig, "image_size")
 @_option(BackboneTrainConfig, "lr_connector")
 @_option(BackboneTrainConfig, "lr_lora")
 @_option(BackboneTrainConfig, "lora_r")
@@ -316,12 +319,13 @@ def train_connector_cmd(**opts) -> None:
 @_option(BackboneTrainConfig, "max_shots", help="Most demonstrations in a training sequence.")
 @_option(BackboneTrainConfig, "caption_fraction", help="Share of caption examples.")
 @_option(BackboneTrainConfig, "vqa_fraction", help="Share of easy-VQA question runs.")
-@_option(BackboneTrainConfig, "fashion_per_class", help="Fashion-MNIST train images per class.")
+@_option(BackboneTrainConfig, "names_fraction", help="Share of class-name runs (real names, random demonstrations).")
+@_option(BackboneTrainConfig, "image_sets")
 @_option(BackboneTrainConfig, "easy_vqa_images", help="easy-VQA train scenes.")
 def train_backbone_cmd(**opts) -> None:
-    """Stage 2 of the pocket backbone: interleaved episodes (label binding with made-up words,
-    easy-VQA question runs, captions; training splits only) train the connector and a LoRA, so the
-    backbone learns in context. Runs through accelerate (`accelerate launch -m aim.cli train
+    """Stage 2 of the pocket backbone: varied interleaved episodes (label binding over several image
+    sets, vocabularies, question wordings and draws; class names; easy-VQA question runs; caption runs;
+    training splits only) train the connector and a LoRA, so the backbone learns in context. Runs through accelerate (`accelerate launch -m aim.cli train
     backbone ...` for several devices). Resumes from OUT/state/; writes a pocket checkpoint
     (connector + peft adapter) usable as `--backbone pocket:OUT`."""
     from .backbones.pocket.train_icl import train_backbone

@@ -25,9 +25,10 @@ def cache(tmp_path, monkeypatch, single_thread_torch):
 
 
 def config(out):
-    return training.BackboneTrainConfig(out=str(out), steps=3, batch_size=2, grad_accum=2, fashion_per_class=3,
-                                        easy_vqa_images=8, max_shots=3, lora_r=2, lora_alpha=4, val_examples=2,
-                                        eval_every=3, save_every=2, log_every=1, warmup=1)
+    return training.BackboneTrainConfig(out=str(out), steps=3, batch_size=2, grad_accum=2, image_size=64,
+                                        image_sets="fashion-mnist,patterns", easy_vqa_images=8, max_shots=3,
+                                        lora_r=2, lora_alpha=4, val_examples=2, eval_every=3, save_every=2,
+                                        log_every=1, warmup=1)
 
 
 def test_resume_gives_the_same_backbone(cache, interrupt_after):
@@ -47,7 +48,8 @@ def test_resume_gives_the_same_backbone(cache, interrupt_after):
     assert [r["step"] for r in log] == [1, 2, 3]
     assert {"val_loss_binding", "val_first_token_binding"} & set(log[-1])
     cfg = json.load(open(cache / "b" / "connector_config.json"))
-    assert "label-binding" in cfg["training"]["data"] and cfg["training"]["lora"]["r"] == 2
+    assert "binding on fashion-mnist" in cfg["training"]["data"] and cfg["training"]["lora"]["r"] == 2
+    assert cfg["image_size"] == 64  # the stage-1 connector (128 px) resized: its MLP runs per cell
 
     import aim
     from aim.backbones.pocket import PocketBackbone
@@ -60,3 +62,20 @@ def test_resume_gives_the_same_backbone(cache, interrupt_after):
     assert torch.equal(q, merged.embed_tokens(torch.tensor([1, 2, 3])))  # embeddings untouched by LoRA
     w = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(dict(plain.llm.named_parameters())[w], dict(merged.llm.named_parameters())[w])
+
+
+def test_a_run_can_start_from_a_shipped_adapter(cache):
+    """--init-adapter: the LoRA starts as the given checkpoint's (float16 on disk), trainable."""
+    from aim.backbones.pocket.config import DEFAULT_CHECKPOINT
+    from aim.backbones.pocket.model import PocketBackbone
+
+    cfg = training.BackboneTrainConfig(init_adapter=DEFAULT_CHECKPOINT, image_size=64)
+    backbone = PocketBackbone.from_pretrained(cfg.init, connector=training.start_connector(cfg))
+    peft_model = training.add_lora(backbone, cfg)
+    saved = load_file(os.path.join(DEFAULT_CHECKPOINT, "adapter_model.safetensors"))
+    params = {n: p for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert len(params) == len(saved) > 0
+    for name, value in saved.items():
+        key = next(n for n in params if n.replace(".default", "") == name)
+        assert torch.allclose(params[key].float(), value.float(), atol=1e-3), name
+    assert backbone.image_tokens == 4

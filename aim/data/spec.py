@@ -13,6 +13,38 @@ BUILTIN = ("easy-vqa:train", "easy-vqa:test", "fashion-mnist:train", "fashion-mn
            "patterns-binding-5way:test")
 
 
+BINDING_KEYS = ("words", "pool", "question", "draw", "shots")
+
+
+def _binding(spec: str, name: str, source: str, split: str, limit: Optional[int]) -> list[Record]:
+    """``SOURCE-binding-<N>way[+key=value ...]:SPLIT``: label-binding episodes (aim/data/binding.py).
+    Keys: ``words`` (vocabulary kind), ``pool`` (train or test word pool; default: train on the train
+    split, else test), ``question`` (a wording, or held-out / train), ``draw`` (balanced, random,
+    rare), ``shots`` (the most demonstrations a query can take, default 16)."""
+    from .binding import binding_records
+
+    head, *pairs = name.split("+")
+    ways = head[len(f"{source}-binding-"):-len("way")] if head.endswith("way") else ""
+    if not ways.isdigit():
+        raise AimError(f"unknown dataset {spec!r}: write {source}-binding-<N>way:<split>, e.g. "
+                       f"{source}-binding-2way:test (options: +words=pseudo+draw=random+question=held-out)")
+    options = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if key not in BINDING_KEYS or not eq or not value:
+            raise AimError(f"dataset {spec!r}: option {pair!r}: write key=value with a key of "
+                           f"{', '.join(BINDING_KEYS)}")
+        options[key] = value
+    if "shots" in options:
+        if not options["shots"].isdigit():
+            raise AimError(f"dataset {spec!r}: shots={options['shots']} is not a number")
+        options["max_shots"] = int(options.pop("shots"))
+    # train-split episodes draw from the training word pool; any other split from the held-out one
+    pool = options.pop("pool", "train" if split == "train" else "test")
+    vocab = options.pop("words", "cv")
+    return binding_records(split, int(ways), n=limit or 200, words=pool, source=source, vocab=vocab, **options)
+
+
 def load_records(spec: str, limit: Optional[int] = None) -> list[Record]:
     """Records of a dataset spec: a built-in ``name:split``, or a file or folder of a format told
     from the path or named by a prefix (``jsonl:``, ``vqa:``, ``vizwiz:``, ``textvqa:``, ``hf:``,
@@ -31,18 +63,11 @@ def load_records(spec: str, limit: Optional[int] = None) -> list[Record]:
         from .captions import builtin_captions
 
         return builtin_captions(name, split, limit)
-    from .binding import SOURCES, binding_records
+    from .binding import SOURCES
 
     source = next((s for s in SOURCES if name.startswith(f"{s}-binding-")), None)
-    if source and name.endswith("way"):
-
-        ways = name[len(f"{source}-binding-"):-len("way")]
-        if not ways.isdigit():
-            raise AimError(f"unknown dataset {spec!r}: write {source}-binding-<N>way:<split>, e.g. "
-                           f"{source}-binding-2way:test")
-        # train-split episodes draw from the training word pool; any other split from the held-out one
-        return binding_records(split, int(ways), n=limit or 200, words="train" if split == "train" else "test",
-                               source=source)
+    if source:
+        return _binding(spec, name, source, split, limit)
     if name == "fashion-mnist":
         from .fashion_mnist import load_fashion_mnist
 

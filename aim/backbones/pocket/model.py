@@ -115,7 +115,7 @@ class PocketBackbone(Backbone):
         return DEFAULT_FUSER if self.model_id == "pocket" else None
 
     def training_sequences(self, seed: int, max_shots: int):
-        """The pocket's training episodes (label binding and easy-VQA runs, training splits)."""
+        """The pocket's training episodes (label binding, class names and easy-VQA runs; training splits)."""
         from .episodes import FuserEpisodes
 
         return FuserEpisodes(seed, max_shots)

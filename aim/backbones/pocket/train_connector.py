@@ -100,6 +100,8 @@ def train_connector(cfg: ConnectorTrainConfig) -> str:
 
     set_seed(cfg.seed)  # the initial weights must not depend on whether features were cached
     connector = Connector(ConnectorConfig(image_size=cfg.image_size))
+    if cfg.init:  # a warm start: the MLP runs per feature-map cell, so any image size takes its weights
+        connector.load_state_dict(Connector.from_pretrained(cfg.init).state_dict())
     device = process_device()
     backbone = PocketBackbone.from_pretrained(connector=connector, device=device)
     model = CaptionModel(backbone, features, captions)
@@ -115,6 +117,7 @@ def train_connector(cfg: ConnectorTrainConfig) -> str:
     if done.accelerator.is_main_process:
         connector.config.training = {
             "objective": "caption cross-entropy on the answer turn (LLaVA stage 1); vision tower and LLM frozen",
+            "init": cfg.init and os.path.basename(os.path.normpath(cfg.init)),
             "data": f"easy-VQA train scenes ({cfg.easy_vqa_images} images, captions 'A <colour> <shape>.') and "
                     f"Fashion-MNIST train ({cfg.fashion_per_class} per class, captions 'A <class>.')",
             "config": dataclasses.asdict(cfg),
