@@ -45,6 +45,12 @@ CONDITIONS = {
     "Fashion-MNIST, held-out wordings": "fashion-mnist-binding-{w}way+question=held-out",
     "Fashion-MNIST, random draws": "fashion-mnist-binding-{w}way+draw=random",
 }
+#: unseen images of two training sets (test splits), random draws: a check during training that
+#: reads none of the held-out conditions above
+DEV = {
+    "dev: clipart test images": "clipart-binding-{w}way+draw=random",
+    "dev: photo crops, test": "photos-binding-{w}way+draw=random",
+}
 TASKS = {2: 8, 5: 10}
 
 
@@ -101,7 +107,8 @@ def main() -> None:
     ap.add_argument("--methods", default="zero,text,raw,fused")
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--conditions", default=",".join(CONDITIONS), help="comma-separated names of CONDITIONS")
+    ap.add_argument("--conditions", default=",".join(CONDITIONS),
+                    help="comma-separated names of CONDITIONS (or DEV), or 'dev' for the DEV ones")
     ap.add_argument("--ways", default="2,5")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--runs", default="runs/robustness")
@@ -110,10 +117,11 @@ def main() -> None:
     args = ap.parse_args()
     seeds = tuple(int(s) for s in args.seeds.split(","))
     methods = tuple(args.methods.split(","))
-    conditions = [c for c in args.conditions.split(",") if c]
-    unknown = [c for c in conditions if c not in CONDITIONS]
+    table = {**CONDITIONS, **DEV}
+    conditions = list(DEV) if args.conditions == "dev" else [c for c in args.conditions.split(",") if c]
+    unknown = [c for c in conditions if c not in table]
     if unknown:
-        raise SystemExit(f"unknown condition(s) {unknown}: use some of {list(CONDITIONS)}")
+        raise SystemExit(f"unknown condition(s) {unknown}: use some of {list(table)}, or dev")
 
     backbone = load_backbone(args.backbone)
     fuser = load_fuser(args.fuser, backbone) if "fused" in methods else None
@@ -121,7 +129,7 @@ def main() -> None:
     for condition in conditions:
         for ways in (int(w) for w in args.ways.split(",")):
             k = TASKS[ways]
-            spec = CONDITIONS[condition].format(w=ways) + ":test"
+            spec = table[condition].format(w=ways) + ":test"
             records = load_records(spec, args.n)
             start = time.perf_counter()
             cfg = IclEvalConfig(dataset=spec, methods=methods, shots=(k,) if "zero" not in methods else (0, k),

@@ -128,3 +128,37 @@ def test_spec_options_set_words_wording_and_draw():
                          ("fashion-mnist-binding-9way+draw=random+shots=5000:test", "fewer ways or shots")):
         with pytest.raises(AimError, match=message):
             load_records(bad, 2)
+
+
+@pytest.mark.skipif(not (FASHION and available("photos")), reason="Fashion-MNIST or scikit-image not installed")
+def test_training_episodes_never_show_what_is_held_out():
+    """The pocket's stage-2 sampler: every kind of example appears, and no held-out word, wording or
+    image set ever does (the images come from the training sets' train splits)."""
+    from aim.backbones.pocket.episodes import EpisodeSampler
+
+    sampler = EpisodeSampler(["fashion-mnist", "patterns", "photos"], easy_vqa_images=50)
+    assert set(sampler.sets) == {"fashion-mnist", "patterns", "photos"}
+    assert all(s.split == "train" for s in sampler.sets.values())
+    held_out = set(vocab.label_words("pseudo", "test"))
+    for kind in ("cv", "real", "number", "multi"):
+        held_out |= set(vocab.label_words(kind, "test"))
+    mix = {"binding": 0.6, "names": 0.15, "vqa": 0.15, "caption": 0.1}
+    kinds, draws, forms = Counter(), Counter(), Counter()
+    for i in range(150):
+        ex = sampler.sample(np.random.default_rng([0, i]), mix, 16)
+        kinds[ex.kind] += 1
+        assert len(ex.demos) <= 16 and ex.target
+        if ex.kind != "binding":
+            continue
+        assert ex.question in binding.TRAIN_QUESTIONS
+        words = {a for _, _, a in ex.demos}
+        labels = {a.removeprefix("It is ").removeprefix("This is a ").rstrip(".") for a in words | {ex.target}}
+        assert not labels & held_out, labels & held_out
+        assert ex.target in words  # the query's word is always shown, however rare
+        draws[len(words)] += 1
+        forms[ex.target.startswith(("It is ", "This is a ")) or ex.target.endswith(".")] += 1
+    assert set(kinds) == {"binding", "names", "vqa", "caption"}
+    assert max(draws) <= 5 and min(draws) >= 1
+    assert forms[True] and forms[False]  # bare labels and the other answer forms both occur
+    with pytest.raises(AimError, match="training image sets"):
+        EpisodeSampler(["emoji"])
