@@ -1,5 +1,6 @@
 """Per-query cost against shots on the pocket backbone (CPU): zero-shot, raw multimodal ICL, text-only
-and fused demonstrations (one fused token per text token, and pooled to 4 and to 1 per demonstration).
+and fused demonstrations (one fused token per text token, the shipped fuser's shape, and pooled to 4
+and to 1 per demonstration).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/cost_vs_shots.py            # default, ~10-15 min on 2 cores
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/cost_vs_shots.py --quick    # smoke version, ~1-2 min
@@ -40,7 +41,7 @@ the highest total of torch CPU tensor bytes allocated during it (the CPU analogu
 Checks printed and saved: (a) a fused k-shot prompt has exactly the zero-shot prompt's tokens plus the
 fused tokens of its k demonstrations; (b) retrieval + bank read + assembly add at most 5% to the LLM's
 forward passes (prefill + decode) for every fused configuration; (c) fused 32-shot whole-answer latency
-is at most half of raw 32-shot, and its peak memory (both measures) below raw's.
+(the shipped fuser's shape) is at most 0.35x raw 32-shot, and its peak memory (both measures) below raw's.
 Writes benchmarks/results/cost_vs_shots.json (``--quick``: cost_vs_shots_quick.json) and a PNG plot.
 """
 from __future__ import annotations
@@ -70,10 +71,24 @@ from aim.prompting import assemble  # noqa: E402
 
 logger = logging.getLogger("cost_vs_shots")
 
-#: method name -> (prompt method, bank pooling); "zero" is the floor every ratio is taken against
+#: method name -> (prompt method, bank pooling, or "shipped": the backbone's shipped fuser, whose shape
+#: (per-token, prepended tokens) is what users run); "zero" is the floor every ratio is taken against
 METHODS = {"zero": ("zero", None), "raw": ("raw", None), "text": ("text", None), "fused": ("fused", None),
-           "fused-pool4": ("fused", 4), "fused-pool1": ("fused", 1)}
-COLORS = {"zero": "gray", "raw": "C0", "text": "C1", "fused": "C2", "fused-pool4": "C3", "fused-pool1": "C4"}
+           "fused-shipped": ("fused", "shipped"), "fused-pool4": ("fused", 4), "fused-pool1": ("fused", 1)}
+COLORS = {"zero": "gray", "raw": "C0", "text": "C1", "fused": "C2", "fused-shipped": "C5", "fused-pool4": "C3",
+          "fused-pool1": "C4"}
+FUSED = [m for m in METHODS if m.startswith("fused")]
+LATENCY_TARGET = 0.35  # fused 32-shot whole-answer latency against raw 32-shot, at most (check c)
+
+
+def bank_fuser(backbone, name: str):
+    """The fuser of a bank: the shipped one, or an identity fuser (cost depends on the token count only)."""
+    pooling = METHODS[name][1]
+    if pooling == "shipped":
+        from aim.fusion import load_fuser
+
+        return load_fuser(None, backbone)
+    return aim.Fuser.for_backbone(backbone, kind="identity", pool_tokens=pooling)
 PHASES = ("retrieval", "read", "assembly", "prefill", "decode", "first_token", "total")
 MB = 1024 * 1024
 
@@ -179,8 +194,7 @@ class Setup:
         self.backbone, self.new_tokens = backbone, new_tokens
         self.fewshot = {}
         for name, folder in folders.items():
-            fuser = aim.Fuser.for_backbone(backbone, kind="identity", pool_tokens=METHODS[name][1])
-            fs = aim.FewShot(backbone, fuser)
+            fs = aim.FewShot(backbone, bank_fuser(backbone, name))
             fs.open_bank(folder)
             self.fewshot[name] = fs
 
@@ -213,8 +227,8 @@ class Setup:
 def build_banks(backbone, records, folder: str) -> dict:
     """compress_demos once per pooling (resumed when the folder holds them already); not timed as a query."""
     out = {}
-    for name in ("fused", "fused-pool4", "fused-pool1"):
-        fuser = aim.Fuser.for_backbone(backbone, kind="identity", pool_tokens=METHODS[name][1])
+    for name in FUSED:
+        fuser = bank_fuser(backbone, name)
         summary = aim.compress_demos(backbone, fuser, records, os.path.join(folder, name), batch_size=8,
                                      keys=("image",), progress=False)
         out[name] = {"folder": os.path.join(folder, name), "demos": summary["demos"],
@@ -390,12 +404,14 @@ def run_checks(rows, facts, queries, configs) -> dict:
             worst = frac if worst is None else max(worst, frac)
     b = {"passed": worst is not None and worst <= 0.05, "max_fraction": worst, "fractions": fractions,
          "note": "retrieval includes the query-key vision forward, assembly the query image's vision forward"}
-    # (c) fused 32-shot against raw 32-shot
+    # (c) fused 32-shot (the shipped fuser's shape) against raw 32-shot
     c = {"passed": None}
-    if ("fused", 32) in by and ("raw", 32) in by:
-        f, r = by[("fused", 32)], by[("raw", 32)]
-        c = {"latency_ratio": f["seconds"]["total"] / r["seconds"]["total"]}
-        ok = c["latency_ratio"] <= 0.5
+    if ("fused-shipped", 32) in by and ("raw", 32) in by:
+        f, r = by[("fused-shipped", 32)], by[("raw", 32)]
+        c = {"latency_ratio": f["seconds"]["total"] / r["seconds"]["total"], "target": LATENCY_TARGET,
+             "first_token_ratio": f["seconds"]["first_token"] / r["seconds"]["first_token"],
+             "prompt_tokens": {"fused": f["prompt_tokens"], "raw": r["prompt_tokens"]}}
+        ok = c["latency_ratio"] <= LATENCY_TARGET
         if "memory" in f and "memory" in r:
             c["rss_delta_mb"] = {"fused": f["memory"]["rss_delta_mb"], "raw": r["memory"]["rss_delta_mb"]}
             c["tensor_peak_mb"] = {"fused": f["memory"]["tensor_peak_mb"], "raw": r["memory"]["tensor_peak_mb"]}
@@ -434,8 +450,8 @@ def print_checks(checks: dict) -> None:
         if "rss_delta_mb" in c:
             mem = (f", RSS delta {c['rss_delta_mb']['fused']:.1f} vs {c['rss_delta_mb']['raw']:.1f} MB, tensor peak "
                    f"{c['tensor_peak_mb']['fused']:.1f} vs {c['tensor_peak_mb']['raw']:.1f} MB")
-        print(f"(c) fused 32-shot vs raw 32-shot: {'PASS' if c['passed'] else 'FAIL'} "
-              f"(latency {c['latency_ratio']:.2f}x{mem})")
+        print(f"(c) fused 32-shot (shipped fuser's shape) vs raw 32-shot, latency at most "
+              f"{c.get('target', 0.5):.2f}x: {'PASS' if c['passed'] else 'FAIL'} (latency {c['latency_ratio']:.2f}x{mem})")
 
 
 def shots_axis(ax, shots) -> None:

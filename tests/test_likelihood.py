@@ -125,3 +125,18 @@ def test_pocket_greedy_answer_is_greedy_under_loglikelihood(pocket):
     ranked = pocket.rank_classes(pocket.encode([body]), [[gen.text, gen.text + " and a cat"]])[0]
     assert ranked[0].logprob == pytest.approx(lik.logprob, abs=1e-4)
     assert ranked[0].logprob > ranked[1].logprob  # a longer continuation adds tokens of negative log-probability
+
+
+def test_answer_loss_in_length_groups_equals_one_batch(tiny_hf_backbone, tiny_images):
+    """The training loss run in length-sorted groups (``group``) gives each prompt the figures it
+    gets in one padded batch, in the prompts' order."""
+    from aim.training.loss import answer_loss, answer_prompts
+
+    b = tiny_hf_backbone
+    demos = [Demo(tiny_images[i % 3], f"Question {i}?", f"answer {i}") for i in range(4)]
+    bodies = [prompt_body(b, "raw", tiny_images[0], QUESTION, demos=demos[:n]) for n in (3, 0, 1, 2, 0)]
+    prompts = answer_prompts(b, bodies, [" yes", " a long answer here", " 4", " no", " blue"])
+    with torch.no_grad():
+        whole, grouped = answer_loss(b, prompts), answer_loss(b, prompts, group=2)
+    assert torch.allclose(whole.losses, grouped.losses, atol=1e-4)
+    assert torch.equal(whole.tokens, grouped.tokens) and whole.first == grouped.first

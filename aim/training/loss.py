@@ -44,8 +44,34 @@ def target_logits(backbone, prompts: Sequence[list]) -> list[tuple[torch.Tensor,
     return backbone.continuation_logits(prompts)
 
 
-def answer_loss(backbone, prompts: Sequence[list]) -> AnswerLoss:
-    """The cross-entropy of each prompt's last segment (see ``target_logits``)."""
+def prompt_size(prompt: list, image_tokens: int = 64) -> int:
+    """A rough token count of a prompt (text at ~3 characters a token, embeddings by their rows),
+    for grouping prompts of similar length."""
+    size = 0
+    for seg in prompt:
+        if isinstance(seg, str):
+            size += len(seg) // 3 + 1
+        elif hasattr(seg, "embeds"):
+            size += int(seg.embeds.shape[0])
+        else:
+            size += image_tokens
+    return size
+
+
+def answer_loss(backbone, prompts: Sequence[list], group: int = 0) -> AnswerLoss:
+    """The cross-entropy of each prompt's last segment (see ``target_logits``). ``group`` > 0: run
+    the prompts in length-sorted groups of that many (a batch is padded to its longest prompt, so
+    mixing 2- and 16-shot prompts wastes most of the compute); the result, in the prompts' order, is
+    the same as one batch's."""
+    if group and len(prompts) > group:
+        order = sorted(range(len(prompts)), key=lambda i: prompt_size(prompts[i]))
+        parts = [(order[j:j + group], answer_loss(backbone, [prompts[i] for i in order[j:j + group]]))
+                 for j in range(0, len(order), group)]
+        where = {i: (p, n) for p, (idx, _) in enumerate(parts) for n, i in enumerate(idx)}
+        losses = torch.stack([parts[where[i][0]][1].losses[where[i][1]] for i in range(len(prompts))])
+        tokens = torch.stack([parts[where[i][0]][1].tokens[where[i][1]] for i in range(len(prompts))])
+        first = [parts[where[i][0]][1].first[where[i][1]] for i in range(len(prompts))]
+        return AnswerLoss(losses, tokens, first)
     pairs = target_logits(backbone, prompts)
     losses = torch.stack([F.cross_entropy(logits, labels) for logits, labels in pairs])
     tokens = torch.tensor([len(labels) for _, labels in pairs], dtype=losses.dtype, device=losses.device)

@@ -46,6 +46,7 @@ class EpisodeModel(nn.Module):
     ``accelerate`` can wrap it (DDP) like any model."""
 
     image_batch = 32
+    group = 2  # prompts per forward, grouped by length (2 to 16 shots in one batch otherwise pad to 16)
 
     def __init__(self, backbone: PocketBackbone):
         super().__init__()
@@ -78,7 +79,7 @@ class EpisodeModel(nn.Module):
 
     def forward(self, examples: list[Example]) -> AnswerLoss:
         images = [im for ex in examples for im in [d[0] for d in ex.demos] + [ex.image]]
-        return answer_loss(self.backbone, self.prompts(examples, self.image_embeds(images)))
+        return answer_loss(self.backbone, self.prompts(examples, self.image_embeds(images)), group=self.group)
 
 
 def add_lora(backbone: PocketBackbone, cfg: BackboneTrainConfig):
@@ -155,7 +156,8 @@ def train_backbone(cfg: BackboneTrainConfig) -> str:
                 sum(p.numel() for p in model.connector.parameters()), sum(p.numel() for p in lora_params))
 
     def draw(rng: np.random.Generator, n: int) -> list[Example]:
-        return [sampler.sample(rng, mix, cfg.max_shots) for _ in range(n)]
+        # by length: with --grad-accum, each micro-batch then holds prompts of similar length (less padding)
+        return sorted((sampler.sample(rng, mix, cfg.max_shots) for _ in range(n)), key=lambda ex: len(ex.demos))
 
     val = [sampler.sample(np.random.default_rng([cfg.seed, 10**6, i]), mix, cfg.max_shots)
            for i in range(cfg.val_examples)]
