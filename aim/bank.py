@@ -4,8 +4,10 @@ A bank is a folder:
 
 ```
 bank.json                 manifest: format version, backbone and fuser fingerprints, counts, shards
-shard-00000.safetensors   "tokens" (sum of T_i, hidden) fused tokens of the shard's demos, concatenated;
-                          "offsets" (n + 1,) int64 row offsets; "keys.<kind>" (n, d) float32 retrieval keys
+shard-00000.safetensors   "tokens" (sum of T_i, hidden) fused tokens of the shard's demos, concatenated, in
+                          the bank's storage format (aim/storage.py: float32, float16, bfloat16, or int8
+                          with "scales" (sum of T_i,) float32, one per token); "offsets" (n + 1,) int64
+                          row offsets; "keys.<kind>" (n, d) float32 retrieval keys
 shard-00000.jsonl         one line per demo: id, question, answers, image (path or hash), extra
 index.image.faiss         a FAISS index over one kind of key (written by aim.FewShot, listed in the
                           manifest with the count it covers); its ids are bank positions 0..N-1
@@ -35,6 +37,7 @@ from safetensors.torch import save
 from .errors import BankError
 from .files import read_json, sha256, write_bytes, write_json
 from .locking import LOCK_NAME
+from .storage import check_storage, decode, encode
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +69,19 @@ class DemoBank:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def create(cls, folder: str, backbone: dict, fuser: dict, embed_size: int, overwrite: bool = False) -> "DemoBank":
-        """A new bank of fused tokens of width ``embed_size`` (the LLM's input-embedding size), or the
-        existing one at ``folder`` when it was made with the same backbone and fuser (resuming); files
-        of an interrupted append are removed. A folder that holds files but no bank is refused unless
-        ``overwrite`` (its files are then left as they are, and a shard of the same name replaced)."""
+    def create(cls, folder: str, backbone: dict, fuser: dict, embed_size: int, overwrite: bool = False,
+               storage: str = "float32") -> "DemoBank":
+        """A new bank of fused tokens of width ``embed_size`` (the LLM's input-embedding size) stored
+        as ``storage`` (aim/storage.py), or the existing one at ``folder`` when it was made with the
+        same backbone, fuser and storage (resuming); files of an interrupted append are removed. A
+        folder that holds files but no bank is refused unless ``overwrite`` (its files are then left
+        as they are, and a shard of the same name replaced)."""
+        check_storage(storage)
         if os.path.isfile(os.path.join(folder, MANIFEST)):
             bank = cls.open(folder, backbone=backbone, fuser=fuser)
+            if bank.storage != storage:
+                raise BankError(f"bank {folder} stores fused tokens as {bank.storage}; this run asks for {storage}: "
+                                f"resume with --storage {bank.storage}, or build another bank")
             bank._remove_orphans()
             return bank
         others = sorted(n for n in os.listdir(folder) if n != LOCK_NAME) if os.path.isdir(folder) else []
@@ -83,7 +92,7 @@ class DemoBank:
                             "are kept)")
         os.makedirs(folder, exist_ok=True)
         manifest = {"format_version": FORMAT_VERSION, "backbone": backbone, "fuser": fuser,
-                    "embed_size": embed_size, "count": 0, "tokens": 0, "shards": []}
+                    "embed_size": embed_size, "storage": storage, "count": 0, "tokens": 0, "shards": []}
         write_json(os.path.join(folder, MANIFEST), manifest)
         bank = cls(folder, manifest)
         bank._remove_orphans()
@@ -183,8 +192,8 @@ class DemoBank:
         number = len(self.manifest["shards"])
         name, meta_name = f"shard-{number:05d}.safetensors", f"shard-{number:05d}.jsonl"
         lengths = torch.tensor([0] + [f.shape[0] for f in fused], dtype=torch.int64)
-        tensors = {"tokens": torch.cat([f.detach().float().cpu() for f in fused]).contiguous(),
-                   "offsets": lengths.cumsum(0)}
+        tensors = dict(encode(torch.cat([f.detach().float().cpu() for f in fused]), self.storage),
+                       offsets=lengths.cumsum(0))
         kinds = sorted((keys or {}).keys())
         known = self.manifest.get("key_kinds")
         if known is not None and kinds != known:
@@ -226,6 +235,11 @@ class DemoBank:
     @property
     def fuser(self) -> dict:
         return self.manifest["fuser"]
+
+    @property
+    def storage(self) -> str:
+        """How fused tokens are stored (banks made before the option hold float32)."""
+        return self.manifest.get("storage", "float32")
 
     def _handle(self, shard: int):
         entry = self.manifest["shards"][shard]
@@ -280,7 +294,9 @@ class DemoBank:
         shard, row = self._locate(demo_id)
         handle = self._handle(shard)
         offsets = handle.get_slice("offsets")[row:row + 2]
-        return handle.get_slice("tokens")[int(offsets[0]):int(offsets[1])]
+        start, end = int(offsets[0]), int(offsets[1])
+        scales = handle.get_slice("scales")[start:end] if self.storage == "int8" else None
+        return decode(handle.get_slice("tokens")[start:end], scales, self.storage)
 
     def keys(self, kind: str) -> tuple[torch.Tensor, list[str]]:
         """All keys of one kind (N, d) with their demo ids, in bank order."""

@@ -129,7 +129,11 @@ def ask(image: str, question: str, max_new_tokens: int, **opts) -> None:
 @click.option("--keys", default="image", show_default=True, help="Retrieval keys to store: image, text or image,text.")
 @click.option("--overwrite", is_flag=True,
               help="Build the bank in a folder that holds other files (they are kept); refused without it.")
-def compress_demos_cmd(fuser, dataset, out, limit, batch_size, shard_size, keys, overwrite, **opts) -> None:
+@click.option("--storage", default="float32", show_default=True,
+              type=click.Choice(["float32", "float16", "bfloat16", "int8"]),
+              help="Number format of the fused tokens on disk: float16/bfloat16 halve the bank, int8 (one scale per "
+                   "token) quarters it (docs/formats.md has bytes per demonstration and the accuracy of each).")
+def compress_demos_cmd(fuser, dataset, out, limit, batch_size, shard_size, keys, overwrite, storage, **opts) -> None:
     """Turn a pool of demonstrations into a demo bank on disk (resumable: run it again after an interrupt)."""
     from .compress import compress_demos
     from .fusion import load_fuser
@@ -138,11 +142,12 @@ def compress_demos_cmd(fuser, dataset, out, limit, batch_size, shard_size, keys,
     _writable(out, "--out")
     backbone = _load_backbone(opts)
     summary = compress_demos(backbone, load_fuser(fuser, backbone), records, out, batch_size, shard_size,
-                             [k.strip() for k in keys.split(",") if k.strip()], overwrite=overwrite)
+                             [k.strip() for k in keys.split(",") if k.strip()], overwrite=overwrite, storage=storage)
     raw = summary["raw_tokens_per_demo"]
-    click.echo("\n| bank | demos (added) | fused tokens/demo | raw tokens/demo | size on disk | time | demos/s |")
-    click.echo("|---|---|---|---|---|---|---|")
-    click.echo(f"| {out} | {summary['demos']} ({summary['added']}) | {summary['fused_tokens_per_demo']:.1f} | "
+    click.echo("\n| bank | storage | demos (added) | fused tokens/demo | raw tokens/demo | size on disk | time | demos/s |")
+    click.echo("|---|---|---|---|---|---|---|---|")
+    click.echo(f"| {out} | {summary['storage']} | {summary['demos']} ({summary['added']}) | "
+               f"{summary['fused_tokens_per_demo']:.1f} | "
                f"{raw if raw is None else f'{raw:.1f}'} | {summary['bank_bytes'] / 2**20:.2f} MiB | "
                f"{summary['seconds']:.1f} s | {summary['demos_per_second'] or 0:.1f} |")
 

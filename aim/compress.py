@@ -40,9 +40,10 @@ def image_ref(record: Record) -> str:
 
 def compress_demos(backbone: Backbone, fuser: Fuser, records: Sequence[Record], out: str, batch_size: int = 8,
                    shard_size: int = 64, keys: Sequence[str] = ("image",), progress: bool = True,
-                   overwrite: bool = False) -> dict:
-    """Fuse ``records`` into the bank at ``out`` (created or resumed); returns a summary. One writer
-    at a time: the bank folder is locked while this runs (aim/locking.py)."""
+                   overwrite: bool = False, storage: str = "float32") -> dict:
+    """Fuse ``records`` into the bank at ``out`` (created or resumed); returns a summary. ``storage``:
+    the number format of the fused tokens on disk (aim/storage.py). One writer at a time: the bank
+    folder is locked while this runs (aim/locking.py)."""
     unknown = [k for k in keys if k not in KEY_KINDS]
     if unknown:
         raise AimError(f"unknown key kind(s) {', '.join(unknown)}: use {', '.join(KEY_KINDS)}")
@@ -54,12 +55,12 @@ def compress_demos(backbone: Backbone, fuser: Fuser, records: Sequence[Record], 
         raise AimError("the dataset has repeated record ids; a bank needs one id per demonstration")
     fuser.check_backbone(backbone)
     with FolderLock(out, "bank"):
-        return _compress(backbone, fuser, records, out, batch_size, shard_size, keys, progress, overwrite)
+        return _compress(backbone, fuser, records, out, batch_size, shard_size, keys, progress, overwrite, storage)
 
 
-def _compress(backbone, fuser, records, out, batch_size, shard_size, keys, progress, overwrite) -> dict:
+def _compress(backbone, fuser, records, out, batch_size, shard_size, keys, progress, overwrite, storage) -> dict:
     bank = DemoBank.create(out, backbone.fingerprint(layer=fuser.config.layer), fuser.fingerprint(),
-                           embed_size=fuser.config.embed_size, overwrite=overwrite)
+                           embed_size=fuser.config.embed_size, overwrite=overwrite, storage=storage)
     todo = [r for r in records if str(r.id) not in bank]
     logger.info("%s: %d demonstrations in the bank, %d to do", out, len(records) - len(todo), len(todo))
     embed_text = None
@@ -98,6 +99,7 @@ def _compress(backbone, fuser, records, out, batch_size, shard_size, keys, progr
         "fused_tokens_per_demo": bank.manifest["tokens"] / max(1, len(bank)),
         "raw_tokens_per_demo": (sum(raw_tokens) / len(raw_tokens)) if raw_tokens else None,
         "bank_bytes": bank.size_bytes(),
+        "storage": bank.storage,
         "seconds": seconds,
         "demos_per_second": len(todo) / seconds if seconds > 0 else None,
         "keys": list(keys),

@@ -94,6 +94,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stage1", default="pocket:aim/backbones/pocket/checkpoints/connector")
     ap.add_argument("--stage2", default="pocket")
+    ap.add_argument("--labels", default="stage 1,stage 2",
+                    help="names of the two columns (e.g. 'before,after' to compare two stage-2 checkpoints)")
     ap.add_argument("--n", type=int, default=500, help="zero-shot questions per dataset")
     ap.add_argument("--captions", type=int, default=200, help="caption images per dataset")
     ap.add_argument("--batch-size", type=int, default=32)
@@ -103,7 +105,8 @@ def main() -> None:
 
     items = caption_items(args.captions, args.seed)
     result = {"args": vars(args), "backbones": {}}
-    for label, name in (("stage 1", args.stage1), ("stage 2", args.stage2)):
+    labels = args.labels.split(",")
+    for label, name in zip(labels, (args.stage1, args.stage2)):
         backbone = load_backbone(name)
         start = time.perf_counter()
         row = {"backbone": name, "fingerprint": backbone.fingerprint(), **caption_eval(backbone, items, args.batch_size)}
@@ -113,8 +116,8 @@ def main() -> None:
         print(f"{label}: {json.dumps({k: v for k, v in row.items() if k not in ('zero_shot', 'fingerprint')})}",
               flush=True)
 
-    s1, s2 = result["backbones"]["stage 1"], result["backbones"]["stage 2"]
-    print("\n| measure (test splits) | stage 1 | stage 2 |")
+    s1, s2 = result["backbones"][labels[0]], result["backbones"][labels[1]]
+    print(f"\n| measure (test splits) | {labels[0]} | {labels[1]} |")
     print("|---|---|---|")
     for key, name in (("caption_right_easy_vqa", "caption names colour and shape (easy-VQA)"),
                       ("caption_right_fashion", "caption names the class (Fashion-MNIST)"),

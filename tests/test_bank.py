@@ -95,3 +95,45 @@ def test_duplicates_and_bad_shapes_are_refused(tmp_path):
         bank.append(ids, fused, metas, keys)
     with pytest.raises(BankError, match="not in bank"):
         bank.fused("nope")
+
+
+@pytest.mark.parametrize("storage,tolerance,ratio", [("float16", 1e-3, 2), ("bfloat16", 8e-3, 2), ("int8", None, 4)])
+def test_storage_formats_round_trip_within_their_precision(tmp_path, storage, tolerance, ratio):
+    """Each format gives back every demonstration within its precision (int8: half a step of the
+    token's own scale), records itself in the manifest, and shrinks the token data by its ratio."""
+    plain = DemoBank.create(str(tmp_path / "f32"), BACKBONE, FUSER, 8)
+    small = DemoBank.create(str(tmp_path / storage), BACKBONE, FUSER, 8, storage=storage)
+    data = shard(0, 6)
+    data[1][0][0, 0] = 300.0  # one large value: a per-token scale keeps the token's other values apart
+    plain.append(*data)
+    small.append(*data)
+    again = DemoBank.open(str(tmp_path / storage), backbone=BACKBONE, fuser=FUSER)
+    assert again.storage == storage and json.load(open(tmp_path / storage / "bank.json"))["storage"] == storage
+    for i, f in zip(data[0], data[1]):
+        got = again.fused(i)
+        assert got.dtype == torch.float32 and got.shape == f.shape
+        if storage == "int8":
+            step = f.abs().amax(dim=1, keepdim=True) / 127
+            assert bool(((got - f).abs() <= step / 2 + 1e-6).all())
+        else:
+            assert torch.allclose(got, f, rtol=tolerance, atol=tolerance)
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "f32" / "shard-00000.safetensors"))["tokens"]
+    b = load_file(str(tmp_path / storage / "shard-00000.safetensors"))["tokens"]
+    assert a.numel() * a.element_size() == ratio * b.numel() * b.element_size()
+
+
+def test_storage_is_fixed_for_the_bank_and_float16_overflow_is_refused(tmp_path):
+    DemoBank.create(str(tmp_path / "b"), BACKBONE, FUSER, 8, storage="int8").append(*shard(0, 2))
+    with pytest.raises(BankError, match="stores fused tokens as int8; this run asks for float32"):
+        DemoBank.create(str(tmp_path / "b"), BACKBONE, FUSER, 8)
+    assert DemoBank.create(str(tmp_path / "b"), BACKBONE, FUSER, 8, storage="int8").storage == "int8"  # resumes
+    with pytest.raises(BankError, match="use one of float32, float16, bfloat16, int8"):
+        DemoBank.create(str(tmp_path / "c"), BACKBONE, FUSER, 8, storage="fp8")
+    big = DemoBank.create(str(tmp_path / "d"), BACKBONE, FUSER, 8, storage="float16")
+    ids, fused, metas, keys = shard(0, 2)
+    fused[1] = fused[1] * 1e5
+    with pytest.raises(BankError, match="beyond float16's range: build the bank with --storage bfloat16"):
+        big.append(ids, fused, metas, keys)
+    assert len(DemoBank.open(str(tmp_path / "d"))) == 0  # nothing was written
