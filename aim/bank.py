@@ -46,6 +46,11 @@ MANIFEST = "bank.json"
 REBUILD = "rebuild the bank with `aim compress-demos`"
 
 
+def rank_manifest(rank: int) -> str:
+    """The manifest of the shards one of several processes has written and not yet merged."""
+    return f"bank.rank-{rank}.json"
+
+
 def _differ(a: dict, b: dict) -> list[str]:
     return sorted(k for k in set(a or {}) | set(b or {}) if (a or {}).get(k) != (b or {}).get(k))
 
@@ -156,8 +161,20 @@ class DemoBank:
             self._check_content(shard["meta"], shard.get("meta_sha256"))
 
     def _remove_orphans(self) -> None:
-        """Delete what a killed append left: the files the manifest names as pending, nothing else."""
-        listed = {s["file"] for s in self.manifest["shards"]} | {s["meta"] for s in self.manifest["shards"]}
+        """Delete what a killed append left: the files a manifest (the bank's, or a rank's) names as
+        pending and no manifest lists, nothing else."""
+        shards = list(self.manifest["shards"])
+        ranks = {name: read_json(os.path.join(self.folder, name), REBUILD, BankError) for name in self.rank_manifests()}
+        for own in ranks.values():
+            shards += own["shards"]
+        listed = {s["file"] for s in shards} | {s["meta"] for s in shards}
+        for name, own in ranks.items():
+            for orphan in [n for n in own.get("pending") or [] if n not in listed] + [name + ".tmp"]:
+                if os.path.isfile(os.path.join(self.folder, orphan)):
+                    logger.info("removing %s, left by an interrupted append", orphan)
+                    os.remove(os.path.join(self.folder, orphan))
+            if own.get("pending"):
+                write_json(os.path.join(self.folder, name), {"shards": own["shards"]})
         pending = [n for n in self.manifest.get("pending") or [] if n not in listed] + [MANIFEST + ".tmp"]
         for name in pending:
             path = os.path.join(self.folder, name)
@@ -170,8 +187,10 @@ class DemoBank:
 
     # ------------------------------------------------------------------ writing
     def append(self, ids: Sequence[str], fused: Sequence[torch.Tensor], metas: Sequence[dict],
-               keys: Optional[dict[str, torch.Tensor]] = None) -> None:
-        """Add one shard: ``fused`` (tokens_i, hidden) per demo, ``keys`` kind -> (n, d)."""
+               keys: Optional[dict[str, torch.Tensor]] = None, rank: Optional[int] = None) -> None:
+        """Add one shard: ``fused`` (tokens_i, hidden) per demo, ``keys`` kind -> (n, d). ``rank``: one
+        of several processes filling the bank at once; its shard is committed to its own manifest
+        (``bank.rank-R.json``), which ``commit_ranks`` merges into the bank's."""
         if not ids:
             return
         if self._index is None:
@@ -189,8 +208,6 @@ class DemoBank:
         for kind, k in (keys or {}).items():
             if not bool(torch.isfinite(k).all()):
                 raise BankError(f"the {kind} keys of this shard hold NaN or infinite values: nothing was written")
-        number = len(self.manifest["shards"])
-        name, meta_name = f"shard-{number:05d}.safetensors", f"shard-{number:05d}.jsonl"
         lengths = torch.tensor([0] + [f.shape[0] for f in fused], dtype=torch.int64)
         tensors = dict(encode(torch.cat([f.detach().float().cpu() for f in fused]), self.storage),
                        offsets=lengths.cumsum(0))
@@ -200,15 +217,31 @@ class DemoBank:
             raise BankError(f"bank {self.folder} holds keys {known}; this append brings {kinds}")
         for kind, k in (keys or {}).items():
             tensors[f"keys.{kind}"] = k.detach().float().cpu().contiguous()
+        if rank is None:
+            manifest_name, stem = MANIFEST, f"shard-{len(self.manifest['shards']):05d}"
+            own = self.manifest
+        else:
+            manifest_name, own = rank_manifest(rank), self._rank_manifest(rank)
+            taken = {sh["file"] for sh in self.manifest["shards"] + own["shards"]}
+            number = sum(1 for f in taken if f.startswith(f"shard-r{rank}-"))
+            stem = f"shard-r{rank}-{number:05d}"
+        name, meta_name = stem + ".safetensors", stem + ".jsonl"
         path, meta_path = os.path.join(self.folder, name), os.path.join(self.folder, meta_name)
         pending = [name + ".tmp", meta_name + ".tmp", name, meta_name]
-        write_json(os.path.join(self.folder, MANIFEST), dict(self.manifest, pending=pending))  # what may be left
+        write_json(os.path.join(self.folder, manifest_name), dict(own, pending=pending))  # what may be left
         data = save(tensors)
         lines = "".join(json.dumps({"id": str(i), **m}) + "\n" for i, m in zip(ids, metas)).encode("utf-8")
         digest, meta_digest = write_bytes(path, data), write_bytes(meta_path, lines)  # hashed as written
         shard = {"file": name, "meta": meta_name, "count": len(ids), "tokens": int(lengths.sum()),
-                 "bytes": len(data), "meta_bytes": len(lines), "sha256": digest, "meta_sha256": meta_digest}
+                 "bytes": len(data), "meta_bytes": len(lines), "sha256": digest, "meta_sha256": meta_digest,
+                 "key_kinds": kinds}
         self._verified |= {name, meta_name}  # just written: no need to read them back
+        if rank is not None:
+            write_json(os.path.join(self.folder, manifest_name), {"shards": own["shards"] + [shard]})  # its commit
+            for i in ids:
+                self._index[str(i)] = (-1, -1)  # in the bank once the main process merges this rank's shards
+            return
+        number = len(self.manifest["shards"])
         manifest = dict(self.manifest, shards=self.manifest["shards"] + [shard],
                         count=self.manifest["count"] + len(ids), tokens=self.manifest["tokens"] + shard["tokens"],
                         key_kinds=kinds)
@@ -218,6 +251,43 @@ class DemoBank:
             self._index[str(i)] = (number, row)
         if self._meta is not None:
             self._meta.append([{"id": str(i), **m} for i, m in zip(ids, metas)])
+
+    def _rank_manifest(self, rank: int) -> dict:
+        path = os.path.join(self.folder, rank_manifest(rank))
+        return read_json(path, REBUILD, BankError) if os.path.isfile(path) else {"shards": []}
+
+    def rank_manifests(self) -> list[str]:
+        """The per-rank manifests in the folder (left by several processes, not merged yet)."""
+        return sorted(n for n in os.listdir(self.folder) if n.startswith("bank.rank-") and n.endswith(".json"))
+
+    def commit_ranks(self) -> int:
+        """Merge every per-rank manifest's shards into the bank's manifest (one commit), in rank order,
+        then remove the per-rank manifests; returns how many demonstrations were added. Run by one
+        process while no other writes (the main process, after the others have finished)."""
+        added, shards = 0, list(self.manifest["shards"])
+        listed = {sh["file"] for sh in shards}
+        kinds = self.manifest.get("key_kinds")
+        for name in sorted(self.rank_manifests(), key=lambda n: int(n[len("bank.rank-"):-len(".json")])):
+            for shard in read_json(os.path.join(self.folder, name), REBUILD, BankError)["shards"]:
+                if shard["file"] in listed:
+                    continue  # merged before a kill left the rank manifest behind
+                if kinds is not None and shard["key_kinds"] != kinds:
+                    raise BankError(f"bank {self.folder}: {shard['file']} holds keys {shard['key_kinds']}, the bank "
+                                    f"{kinds}; {REBUILD}")
+                kinds = shard["key_kinds"]
+                shards.append(shard)
+                listed.add(shard["file"])
+                added += shard["count"]
+        if added:
+            manifest = dict(self.manifest, shards=shards, count=sum(sh["count"] for sh in shards),
+                            tokens=sum(sh["tokens"] for sh in shards), key_kinds=kinds)
+            write_json(os.path.join(self.folder, MANIFEST), manifest)  # the commit point
+            self.manifest = manifest
+            self._index = self._meta = None
+            self._check_shards()
+        for name in self.rank_manifests():
+            os.remove(os.path.join(self.folder, name))
+        return added
 
     # ------------------------------------------------------------------ reading
     def __len__(self) -> int:

@@ -60,9 +60,14 @@ def _backbone_options(f):
 
 
 def _load_backbone(opts: dict):
+    """The backbone the options name; under ``accelerate launch``, ``--device cuda`` is this process's GPU."""
     from .backbones import load_backbone
+    from .processes import launched, processes
 
-    return load_backbone(opts.pop("backbone"), dtype=opts.pop("dtype"), device=opts.pop("device"),
+    device = opts.pop("device")
+    if launched():
+        device = processes().device(device)
+    return load_backbone(opts.pop("backbone"), dtype=opts.pop("dtype"), device=device,
                          load_in_4bit=opts.pop("load_in_4bit"), load_in_8bit=opts.pop("load_in_8bit"),
                          trust_remote_code=opts.pop("trust_remote_code"))
 
@@ -134,7 +139,10 @@ def ask(image: str, question: str, max_new_tokens: int, **opts) -> None:
               help="Number format of the fused tokens on disk: float16/bfloat16 halve the bank, int8 (one scale per "
                    "token) quarters it (docs/formats.md has bytes per demonstration and the accuracy of each).")
 def compress_demos_cmd(fuser, dataset, out, limit, batch_size, shard_size, keys, overwrite, storage, **opts) -> None:
-    """Turn a pool of demonstrations into a demo bank on disk (resumable: run it again after an interrupt)."""
+    """Turn a pool of demonstrations into a demo bank on disk (resumable: run it again after an interrupt).
+
+    Several processes (`accelerate launch -m aim.cli compress-demos ...`) fuse disjoint shards of the
+    pool; the main process merges them into one bank, the same as one process would build."""
     from .compress import compress_demos
     from .fusion import load_fuser
 
@@ -143,6 +151,10 @@ def compress_demos_cmd(fuser, dataset, out, limit, batch_size, shard_size, keys,
     backbone = _load_backbone(opts)
     summary = compress_demos(backbone, load_fuser(fuser, backbone), records, out, batch_size, shard_size,
                              [k.strip() for k in keys.split(",") if k.strip()], overwrite=overwrite, storage=storage)
+    from .processes import processes
+
+    if not processes().main:
+        return
     raw = summary["raw_tokens_per_demo"]
     click.echo("\n| bank | storage | demos (added) | fused tokens/demo | raw tokens/demo | size on disk | time | demos/s |")
     click.echo("|---|---|---|---|---|---|---|---|")
@@ -224,7 +236,8 @@ def icl_eval_cmd(fuser, dataset, pool, pool_limit, bank, methods, shots, select,
 
     Writes OUTPUT/RUN_ID/results.json, samples.jsonl (every prediction), results.md (the table) and
     results.png (accuracy and prompt tokens against shots); prints the table. Resumable: run the same
-    command again after an interrupt."""
+    command again after an interrupt. Several processes (`accelerate launch -m aim.cli icl-eval ...`)
+    answer disjoint batches and write the files one process would."""
     from .eval.config import IclEvalConfig
     from .eval.runner import icl_eval
 
@@ -241,7 +254,10 @@ def icl_eval_cmd(fuser, dataset, pool, pool_limit, bank, methods, shots, select,
                    fuser=_fuser(fuser, backbone) if needs_fuser else None, pool=pool_records, bank=bank,
                    progress=not quiet)
     from .eval.report import markdown_table
+    from .processes import processes
 
+    if not processes().main:  # the main process prints the table once
+        return
     click.echo("\n" + markdown_table(doc))
     if doc.get("note"):
         click.echo(f"note: {doc['note']}")

@@ -4,9 +4,16 @@ Each shard is computed and committed whole: the backbone reads the demonstration
 context), the fuser turns their text-position states into fused tokens, the retrieval keys are
 computed, and the shard is appended atomically. Demonstrations already in the bank are skipped, so
 a run killed at any point and started again ends with every demonstration exactly once.
+
+Under ``accelerate launch`` with N processes (aim/processes.py), the shards still to do are dealt
+out by rank (shard j to process j mod N, each shard the same batches one process would run); each
+process commits its shards to its own manifest, and the main process merges those into the bank's
+(at the end, and at the start of a run that follows a kill), so the bank holds the same fused tokens
+and keys per demonstration as a one-process bank.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -23,6 +30,7 @@ from .errors import AimError
 from .fusion import Fuser
 from .images import load_image
 from .locking import FolderLock
+from .processes import Processes, processes
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +48,7 @@ def image_ref(record: Record) -> str:
 
 def compress_demos(backbone: Backbone, fuser: Fuser, records: Sequence[Record], out: str, batch_size: int = 8,
                    shard_size: int = 64, keys: Sequence[str] = ("image",), progress: bool = True,
-                   overwrite: bool = False, storage: str = "float32") -> dict:
+                   overwrite: bool = False, storage: str = "float32", procs: Processes | None = None) -> dict:
     """Fuse ``records`` into the bank at ``out`` (created or resumed); returns a summary. ``storage``:
     the number format of the fused tokens on disk (aim/storage.py). One writer at a time: the bank
     folder is locked while this runs (aim/locking.py)."""
@@ -54,26 +62,48 @@ def compress_demos(backbone: Backbone, fuser: Fuser, records: Sequence[Record], 
     if len(set(ids)) != len(ids):
         raise AimError("the dataset has repeated record ids; a bank needs one id per demonstration")
     fuser.check_backbone(backbone)
-    with FolderLock(out, "bank"):
-        return _compress(backbone, fuser, records, out, batch_size, shard_size, keys, progress, overwrite, storage)
+    procs = procs or processes()
+    with FolderLock(out, "bank") if procs.main else contextlib.nullcontext():  # the main process holds it for all
+        return _compress(backbone, fuser, records, out, batch_size, shard_size, keys, progress, overwrite, storage,
+                         procs)
 
 
-def _compress(backbone, fuser, records, out, batch_size, shard_size, keys, progress, overwrite, storage) -> dict:
-    bank = DemoBank.create(out, backbone.fingerprint(layer=fuser.config.layer), fuser.fingerprint(),
-                           embed_size=fuser.config.embed_size, overwrite=overwrite, storage=storage)
+def _open(backbone, fuser, out, overwrite, storage, procs: Processes) -> DemoBank:
+    """The bank, created or resumed by the main process (which first merges what the processes of a
+    killed run committed), then opened by the others."""
+    fingerprint = backbone.fingerprint(layer=fuser.config.layer)
+    bank = None
+    if procs.main:
+        bank = DemoBank.create(out, fingerprint, fuser.fingerprint(), embed_size=fuser.config.embed_size,
+                               overwrite=overwrite, storage=storage)
+        merged = bank.commit_ranks()
+        if merged:
+            logger.info("%s: merged %d demonstrations that the processes of an interrupted run had written", out, merged)
+    procs.wait()
+    if not procs.main:
+        bank = DemoBank.create(out, fingerprint, fuser.fingerprint(), embed_size=fuser.config.embed_size,
+                               storage=storage)
+    return bank
+
+
+def _compress(backbone, fuser, records, out, batch_size, shard_size, keys, progress, overwrite, storage,
+              procs: Processes) -> dict:
+    bank = _open(backbone, fuser, out, overwrite, storage, procs)
     todo = [r for r in records if str(r.id) not in bank]
     logger.info("%s: %d demonstrations in the bank, %d to do", out, len(records) - len(todo), len(todo))
+    shards = [todo[s:s + shard_size] for s in range(0, len(todo), shard_size)][procs.rank::procs.world]
+    rank = procs.rank if procs.world > 1 else None
     embed_text = None
     if "text" in keys:
         from .retrieval import TextEmbedder
 
         embed_text = TextEmbedder()
     start = time.perf_counter()
-    bar = tqdm(total=len(records), initial=len(records) - len(todo), desc="compress demos", unit="demo",
-               disable=not progress)
+    mine = sum(len(c) for c in shards)
+    bar = tqdm(total=len(records) - len(todo) + mine, initial=len(records) - len(todo), desc="compress demos",
+               unit="demo", disable=not progress or not procs.main)
     raw_tokens: list[int] = []
-    for s in range(0, len(todo), shard_size):
-        chunk = todo[s:s + shard_size]
+    for chunk in shards:
         fused, shard_keys = [], {k: [] for k in keys}
         for b in range(0, len(chunk), batch_size):
             part = chunk[b:b + batch_size]
@@ -89,8 +119,14 @@ def _compress(backbone, fuser, records, out, batch_size, shard_size, keys, progr
                 raw_tokens += raw.lengths
             bar.update(len(part))  # tqdm's rate is demos/s
         metas = [{"question": r.question, "answers": list(r.answers), "image": image_ref(r)} for r in chunk]
-        bank.append([str(r.id) for r in chunk], fused, metas, {k: torch.cat(v) for k, v in shard_keys.items()})
+        bank.append([str(r.id) for r in chunk], fused, metas, {k: torch.cat(v) for k, v in shard_keys.items()}, rank=rank)
     bar.close()
+    if procs.world > 1:
+        procs.wait()
+        if procs.main:
+            bank.commit_ranks()
+        procs.wait()
+        bank = DemoBank.open(out)
     seconds = time.perf_counter() - start
     return {
         "bank": out,
@@ -102,6 +138,7 @@ def _compress(backbone, fuser, records, out, batch_size, shard_size, keys, progr
         "storage": bank.storage,
         "seconds": seconds,
         "demos_per_second": len(todo) / seconds if seconds > 0 else None,
+        "processes": procs.world,
         "keys": list(keys),
     }
 

@@ -1,15 +1,19 @@
 """The folder of one ``aim icl-eval`` run: its configuration and its samples, kept for resuming.
 
 ```
-config.json     what the samples depend on (dataset, methods, shots, seeds, fingerprints, ...)
-samples.jsonl   one line per answered (or skipped) prompt, appended and flushed batch by batch
-results.json    figures aggregated from the samples (written by ``report``)
+config.json            what the samples depend on (dataset, methods, shots, seeds, fingerprints, ...)
+samples.jsonl          one line per answered (or skipped) prompt, appended and flushed batch by batch
+samples.rank-R.jsonl   the same, written by process R of several (``accelerate launch``) while they run
+results.json           figures aggregated from the samples (written by ``report``)
 ```
 
 A rerun into the same folder with the same configuration skips every (method, shots, seed, record
-id) already in ``samples.jsonl``; with another configuration it is an error that names the keys
+id) already in the sample files; with another configuration it is an error that names the keys
 that differ (unless no sample was written yet: then the new configuration replaces the old). A
-last line cut short by a killed run is dropped on opening.
+last line cut short by a killed run is dropped on opening. Each process of several appends to its
+own file, so no two ever write the same one; when a run ends, ``merge`` writes every sample into
+``samples.jsonl`` in the plan's order (the order one uninterrupted process writes them in) and
+removes the per-process files.
 """
 from __future__ import annotations
 
@@ -25,6 +29,10 @@ logger = logging.getLogger(__name__)
 
 CONFIG = "config.json"
 SAMPLES = "samples.jsonl"
+
+
+def rank_samples(rank: int) -> str:
+    return f"samples.rank-{rank}.jsonl"
 
 SampleKey = tuple  # (method, shots, seed, record id)
 
@@ -46,13 +54,17 @@ def config_differences(old: dict, new: dict) -> list[str]:
 
 
 class RunFolder:
-    """``RunFolder(path, config)``: creates the folder, or checks that it holds the same run."""
+    """``RunFolder(path, config)``: creates the folder, or checks that it holds the same run.
+    ``rank`` of ``world`` processes: each appends to its own file; only rank 0 writes the config
+    and repairs files (the others open the folder after it)."""
 
-    def __init__(self, path: str, config: dict):
+    def __init__(self, path: str, config: dict, rank: int = 0, world: int = 1):
         self.path = path
         self.config = config
+        self.rank, self.world = rank, world
         os.makedirs(path, exist_ok=True)
         self.samples_path = os.path.join(path, SAMPLES)
+        self.own_path = self.samples_path if world == 1 else os.path.join(path, rank_samples(rank))
         config_path = os.path.join(path, CONFIG)
         if os.path.isfile(config_path) and self._has_samples():
             old = read_json(config_path, "remove the run folder or pick another --run-id")
@@ -67,31 +79,63 @@ class RunFolder:
                 raise AimError(f"run folder {path} holds a run with another configuration (differs in "
                                f"{', '.join(differ)}): pick another --run-id (or --output), or rerun with the "
                                "same options to resume it")
-        else:
+        elif rank == 0:
             write_json(config_path, config)
-        self._repair()
+        if rank == 0:
+            for name in self.sample_files():
+                self._repair(name)
+
+    def sample_files(self) -> list[str]:
+        """``samples.jsonl`` and every per-process file, the paths that exist."""
+        names = [SAMPLES] + sorted(n for n in os.listdir(self.path) if n.startswith("samples.rank-")
+                                   and n.endswith(".jsonl"))
+        return [os.path.join(self.path, n) for n in names if os.path.isfile(os.path.join(self.path, n))]
 
     def _has_samples(self) -> bool:
-        return os.path.isfile(self.samples_path) and os.path.getsize(self.samples_path) > 0
+        return any(os.path.getsize(p) > 0 for p in self.sample_files())
 
-    def _repair(self) -> None:
+    def _repair(self, path: str) -> None:
         """Drop a last line that a killed run left without its newline."""
-        if not os.path.isfile(self.samples_path) or os.path.getsize(self.samples_path) == 0:
+        if os.path.getsize(path) == 0:
             return
-        with open(self.samples_path, "rb+") as f:
+        with open(path, "rb+") as f:
             data = f.read()
             if data.endswith(b"\n"):
                 return
             keep = data.rfind(b"\n") + 1
-            logger.info("%s: dropping a last line cut short (%d bytes)", self.samples_path, len(data) - keep)
+            logger.info("%s: dropping a last line cut short (%d bytes)", path, len(data) - keep)
             f.truncate(keep)
 
     def samples(self) -> list[dict]:
-        """Every sample written so far, in order."""
-        if not os.path.isfile(self.samples_path):
-            return []
-        with open(self.samples_path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        """Every sample written so far (``samples.jsonl`` first, then the per-process files), each key once."""
+        out, seen = [], set()
+        for path in self.sample_files():
+            with open(path) as f:
+                for line in f:
+                    if not line.strip():
+                        continue
+                    sample = json.loads(line)
+                    key = sample_key(sample)
+                    if key not in seen:  # a merge killed before it removed the per-process files
+                        seen.add(key)
+                        out.append(sample)
+        return out
+
+    def merge(self, order: list) -> None:
+        """Write every sample into ``samples.jsonl`` in ``order`` (sample keys; others after, as they
+        are), atomically, then remove the per-process files. Run by rank 0 alone, after the others."""
+        rank = {key: i for i, key in enumerate(order)}
+        samples = sorted(self.samples(), key=lambda s: rank.get(sample_key(s), len(rank)))
+        lines = "".join(json.dumps(s, sort_keys=True) + "\n" for s in samples)
+        tmp = self.samples_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(lines)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.samples_path)
+        for path in self.sample_files():
+            if path != self.samples_path:
+                os.remove(path)
 
     def done(self) -> dict[SampleKey, dict]:
         return {sample_key(s): s for s in self.samples()}
@@ -101,7 +145,7 @@ class RunFolder:
         lines = "".join(json.dumps(s, sort_keys=True) + "\n" for s in samples)
         if not lines:
             return
-        with open(self.samples_path, "a") as f:
+        with open(self.own_path, "a") as f:
             f.write(lines)
             f.flush()
             os.fsync(f.fileno())

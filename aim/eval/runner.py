@@ -20,9 +20,17 @@ started again skips what is done and ends with the same samples and figures.
   the first seed is run and the others would repeat it.
 - A prompt longer than the backbone's context (or a raw prompt for a backbone that takes no
   images) makes its (method, shots) *skipped*, with the reason, in samples and results.
+- Under ``accelerate launch`` with N processes (aim/processes.py) each process loads the backbone
+  on its own device and answers every N-th batch of each cell (the batches one process would run),
+  appending to its own sample file; the bank is built by all of them (``compress_demos`` deals out
+  its shards). When all are done, the main process merges the samples into ``samples.jsonl`` in the
+  plan's order and writes the reports, so the files hold what one process writes. A kill of any
+  process loses at most the batches in flight: the rerun (with any number of processes) skips every
+  sample any file holds.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -43,6 +51,7 @@ from ..errors import AimError
 from ..fusion import Fuser
 from ..images import load_image
 from ..locking import FolderLock
+from ..processes import Processes, processes
 from ..prompting import assemble
 from .config import IclEvalConfig, is_episode
 from .memory import PeakMemory
@@ -159,7 +168,7 @@ class IclEval:
     def __init__(self, backbone: Backbone, records: Sequence[Record], config: IclEvalConfig, output: str,
                  run_id: Optional[str] = None, fuser: Optional[Fuser] = None,
                  pool: Optional[Sequence[Record]] = None, bank: Optional[str] = None, progress: bool = True,
-                 on_batch: Optional[Callable[[Cell, list], None]] = None):
+                 on_batch: Optional[Callable[[Cell, list], None]] = None, procs: Optional[Processes] = None):
         if not records:
             raise AimError(f"dataset {config.dataset} has no records")
         ids = [str(r.id) for r in records]
@@ -167,6 +176,7 @@ class IclEval:
             raise AimError(f"dataset {config.dataset} repeats record ids; an evaluation needs one id per record")
         self.backbone, self.records, self.config = backbone, list(records), config
         self.progress, self.on_batch = progress, on_batch
+        self.procs = procs or processes()
         self.task = task_of(self.records, config.task)
         self.metric = choose_metric(self.records, config.metric, self.task)
         check_scoring(self.records, config.scoring, self.task)
@@ -216,19 +226,29 @@ class IclEval:
     def run(self) -> dict:
         """Answer every cell (resuming what the run folder holds) and write the reports; one writer
         per run folder (a second is refused while the first runs)."""
-        with FolderLock(self.folder_path, "run folder"):
-            self.folder = RunFolder(self.folder_path, self.run_config)
+        procs = self.procs
+        with FolderLock(self.folder_path, "run folder") if procs.main else contextlib.nullcontext():
+            if procs.main:  # the main process holds the lock for all, and opens the folder first
+                self.folder = RunFolder(self.folder_path, self.run_config, 0, procs.world)
+            procs.wait()
+            if not procs.main:
+                self.folder = RunFolder(self.folder_path, self.run_config, procs.rank, procs.world)
             return self._run()
 
     def _run(self) -> dict:
         from .report import results_document, write_reports
 
         started = time.perf_counter()
+        procs = self.procs
         if self.needs_bank:
             self.bank_info = prepare_bank(self.fewshot, self.bank_folder, self.pool, self.config.select,
-                                          self.config.batch_size, self.progress)
+                                          self.config.batch_size, self.progress and procs.main)
             self._check_pool_size()
-            self._warm_up()
+            if procs.main:  # the index file is written once, then read by the others
+                self._warm_up()
+            procs.wait()
+            if not procs.main:
+                self._warm_up()
         plan = self.plan()
         self.memory = PeakMemory(self.backbone.device)
         done = self.folder.done()
@@ -236,7 +256,7 @@ class IclEval:
         for method in dict.fromkeys(cell.method for cell in plan.cells):
             cells = [cell for cell in plan.cells if cell.method == method]
             bar = tqdm(total=len(cells) * len(self.records), desc=f"{method:5s}", unit="query",
-                       disable=not self.progress)
+                       disable=not self.progress or not procs.main)
             for cell in cells:
                 todo = [(i, r) for i, r in enumerate(self.records) if (method, cell.shots, cell.seed, str(r.id))
                         not in done]
@@ -244,8 +264,11 @@ class IclEval:
                 if (method, cell.shots) in skipped:
                     bar.update(len(todo))
                     continue
-                for b in range(0, len(todo), self.config.batch_size):
+                for n, b in enumerate(range(0, len(todo), self.config.batch_size)):
                     chunk = todo[b:b + self.config.batch_size]
+                    if n % procs.world != procs.rank:  # another process's batch
+                        bar.update(len(chunk))
+                        continue
                     samples = self._batch(cell, chunk)
                     self.folder.append(samples)
                     done.update((sample_key(s), s) for s in samples)
@@ -258,8 +281,13 @@ class IclEval:
                         bar.update(len(todo) - b - len(chunk))
                         break
             bar.close()
+        procs.wait()
+        if procs.main:
+            self.folder.merge([(c.method, c.shots, c.seed, str(r.id)) for c in plan.cells for r in self.records])
         document = results_document(plan, self.folder.samples(), self._context(time.perf_counter() - started))
-        document["files"] = write_reports(self.folder, document)
+        if procs.main:
+            document["files"] = write_reports(self.folder, document)
+        procs.wait()
         return document
 
     def _context(self, seconds: float) -> dict:
