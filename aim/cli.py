@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Optional
 
 import click
 
@@ -56,7 +57,26 @@ def _backbone_options(f):
     f = click.option("--load-in-4bit", is_flag=True, help="4-bit weights through bitsandbytes.")(f)
     f = click.option("--load-in-8bit", is_flag=True, help="8-bit weights through bitsandbytes.")(f)
     f = click.option("--trust-remote-code", is_flag=True, help="Allow a hub model's own code (off by default).")(f)
+    f = click.option("--device-map", default=None,
+                     help="Split a model too large for one device with accelerate: auto, balanced, sequential.")(f)
+    f = click.option("--max-memory", default=None,
+                     help="With --device-map: the most each device may hold, e.g. 0=20GiB,1=20GiB,cpu=64GiB.")(f)
+    f = click.option("--offload-folder", default=None,
+                     help="With --device-map: where layers that fit nowhere else are kept (on disk).")(f)
     return f
+
+
+def parse_max_memory(text: Optional[str]) -> Optional[dict]:
+    """``"0=20GiB,cpu=64GiB"`` -> {0: "20GiB", "cpu": "64GiB"} (accelerate's max_memory)."""
+    if not text:
+        return None
+    out: dict = {}
+    for item in text.split(","):
+        device, eq, size = item.strip().partition("=")
+        if not eq or not device or not size:
+            raise AimError(f"--max-memory {text!r}: write DEVICE=SIZE pairs, e.g. 0=20GiB,1=20GiB,cpu=64GiB")
+        out[int(device) if device.isdigit() else device] = size
+    return out
 
 
 def _load_backbone(opts: dict):
@@ -67,7 +87,12 @@ def _load_backbone(opts: dict):
     device = opts.pop("device")
     if launched():
         device = processes().device(device)
+    big = {"device_map": opts.pop("device_map", None), "max_memory": parse_max_memory(opts.pop("max_memory", None)),
+           "offload_folder": opts.pop("offload_folder", None)}
+    if not big["device_map"] and (big["max_memory"] or big["offload_folder"]):
+        raise AimError("--max-memory and --offload-folder go with --device-map (e.g. --device-map auto)")
     return load_backbone(opts.pop("backbone"), dtype=opts.pop("dtype"), device=device,
+                         **{k: v for k, v in big.items() if v},
                          load_in_4bit=opts.pop("load_in_4bit"), load_in_8bit=opts.pop("load_in_8bit"),
                          trust_remote_code=opts.pop("trust_remote_code"))
 
@@ -404,7 +429,7 @@ def train_fuser_cmd(kind, residual, layer, normalize, residual_tokens, residual_
     from .fusion.train import train_fuser
 
     backbone_opts = {k: opts.pop(k) for k in ("backbone", "device", "dtype", "load_in_4bit", "load_in_8bit",
-                                              "trust_remote_code")}
+                                              "trust_remote_code", "device_map", "max_memory", "offload_folder")}
     fusion = dataclasses.replace(TRAINED_FUSER, kind=kind, residual=residual, layer=layer, normalize=normalize,
                                  target_norm=TARGET_EMBEDDINGS if normalize == "rms" else None,
                                  residual_tokens=(residual_tokens or None) if residual else None,

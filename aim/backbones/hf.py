@@ -29,6 +29,18 @@ class _Caught(Exception):
     pass
 
 
+def input_device(model) -> str:
+    """Where a model dispatched by a device map takes its inputs: the device of its first module that
+    is not offloaded to disk (offloaded layers run there too), or of its first parameter."""
+    placed = getattr(model, "hf_device_map", None) or {}
+    for where in placed.values():
+        if where != "disk":
+            return f"cuda:{where}" if isinstance(where, int) else str(where)
+    if placed:  # all of it on disk: layers are loaded onto the main device as they run
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    return str(next(model.parameters()).device)
+
+
 def quantization_config(load_in_4bit: bool, load_in_8bit: bool, dtype: torch.dtype):
     """A BitsAndBytesConfig for 4- or 8-bit weights, or None; a clear error without bitsandbytes."""
     if not (load_in_4bit or load_in_8bit):
@@ -96,8 +108,12 @@ class HFBackbone(Backbone):
     @classmethod
     def from_pretrained(cls, path_or_id: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
                         device_map=None, load_in_4bit: bool = False, load_in_8bit: bool = False,
-                        trust_remote_code: bool = False, revision: Optional[str] = None, layer: int = -1):
-        """Load model + processor exactly as ``transformers`` does (hub id or local folder)."""
+                        trust_remote_code: bool = False, revision: Optional[str] = None, layer: int = -1,
+                        max_memory: Optional[dict] = None, offload_folder: Optional[str] = None):
+        """Load model + processor exactly as ``transformers`` does (hub id or local folder).
+        ``device_map`` ("auto", "balanced", "sequential" or a dict), ``max_memory`` (device ->
+        size) and ``offload_folder``: accelerate's big-model loading, for a model larger than one
+        device (layers over several GPUs, the CPU and the disk)."""
         import transformers
 
         quant = quantization_config(load_in_4bit, load_in_8bit, dtype)
@@ -109,6 +125,12 @@ class HFBackbone(Backbone):
             kwargs["device_map"] = device_map or device
         elif device_map is not None:
             kwargs["device_map"] = device_map
+        if (max_memory or offload_folder) and "device_map" not in kwargs:
+            raise BackboneError("max_memory and offload_folder apply to a device map: add --device-map auto")
+        if max_memory:
+            kwargs["max_memory"] = max_memory
+        if offload_folder:
+            kwargs["offload_folder"] = offload_folder
         model_cls = getattr(transformers, cls.model_class)
         try:
             model = model_cls.from_pretrained(path_or_id, **kwargs)
@@ -119,8 +141,8 @@ class HFBackbone(Backbone):
         if quant is None and device_map is None:
             model.to(device)
         rev = revision or getattr(model.config, "_commit_hash", None)
-        return cls(model, processor, str(path_or_id), dtype, device if device_map is None else
-                   str(next(model.parameters()).device), layer, rev)
+        return cls(model, processor, str(path_or_id), dtype, device if "device_map" not in kwargs else
+                   input_device(model), layer, rev)
 
     @classmethod
     def load_processor(cls, path_or_id: str, **kwargs):

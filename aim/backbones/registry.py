@@ -78,16 +78,20 @@ def _model_type(path_or_id: str, trust_remote_code: bool, revision: Optional[str
 
 def load_backbone(name_or_path: str = DEFAULT_BACKBONE, *, dtype: torch.dtype | str = torch.float32,
                   device: str = "cpu", device_map=None, load_in_4bit: bool = False, load_in_8bit: bool = False,
-                  trust_remote_code: bool = False, revision: Optional[str] = None, layer: int = -1):
+                  trust_remote_code: bool = False, revision: Optional[str] = None, layer: int = -1,
+                  max_memory: Optional[dict] = None, offload_folder: Optional[str] = None):
     """Load a backbone by short name (``pocket``), model folder or hub id.
 
-    ``family:path`` forces a family (``llava:/models/my-llava``)."""
+    ``family:path`` forces a family (``llava:/models/my-llava``). ``device_map`` / ``max_memory`` /
+    ``offload_folder``: accelerate's big-model loading (a model split over GPUs, CPU and disk)."""
     if isinstance(dtype, str):
         if not isinstance(getattr(torch, dtype, None), torch.dtype):
             raise BackboneError(f"unknown dtype {dtype!r}: use float32, float16 or bfloat16")
         dtype = getattr(torch, dtype)
     opts = dict(dtype=dtype, device=device, device_map=device_map, load_in_4bit=load_in_4bit,
                 load_in_8bit=load_in_8bit, trust_remote_code=trust_remote_code, revision=revision, layer=layer)
+    if max_memory or offload_folder:  # only adapters that take them are given them
+        opts.update(max_memory=max_memory, offload_folder=offload_folder)
     family, sep, rest = name_or_path.partition(":")
     if sep and family in available():
         if not rest:

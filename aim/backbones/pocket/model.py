@@ -38,6 +38,28 @@ def merge_lora(llm, folder: str):
         return PeftModel.from_pretrained(llm, folder).merge_and_unload()
 
 
+def dispatch(llm, device_map, max_memory: Optional[dict], offload_folder: Optional[str]):
+    """The LLM placed by accelerate (``device_map`` "auto"/"balanced"/"sequential" or a dict) -> (llm,
+    the device its inputs go to)."""
+    from accelerate import dispatch_model, infer_auto_device_map
+    from accelerate.utils import get_balanced_memory
+
+    from ..hf import input_device
+
+    if isinstance(device_map, str):
+        if device_map not in ("auto", "balanced", "balanced_low_0", "sequential"):
+            raise BackboneError(f"device map {device_map!r}: use auto, balanced, balanced_low_0, sequential or a dict")
+        if device_map != "sequential":
+            max_memory = get_balanced_memory(llm, max_memory=max_memory, no_split_module_classes=llm._no_split_modules,
+                                             low_zero=device_map == "balanced_low_0")
+        device_map = infer_auto_device_map(llm, max_memory=max_memory, no_split_module_classes=llm._no_split_modules)
+    if "disk" in device_map.values() and not offload_folder:
+        raise BackboneError("the device map puts layers on disk: give an offload folder (--offload-folder)")
+    llm = dispatch_model(llm, device_map=device_map, offload_dir=offload_folder)
+    llm.hf_device_map = device_map
+    return llm, input_device(llm)
+
+
 class PocketBackbone(Backbone):
     family = "pocket"
     ships_weights = True  # `load_backbone("pocket")` needs no path: the checkpoints above ship with it
@@ -64,9 +86,11 @@ class PocketBackbone(Backbone):
     def from_pretrained(cls, path: Optional[str] = None, *, dtype: torch.dtype = torch.float32,
                         device: str = "cpu", device_map=None, load_in_4bit: bool = False,
                         load_in_8bit: bool = False, trust_remote_code: bool = False,
-                        revision: Optional[str] = None, layer: int = -1, connector: Optional[Connector] = None):
+                        revision: Optional[str] = None, layer: int = -1, connector: Optional[Connector] = None,
+                        max_memory: Optional[dict] = None, offload_folder: Optional[str] = None):
         """``path``: a connector checkpoint folder (default: the shipped one). ``connector``: use
-        this module instead (training)."""
+        this module instead (training). ``device_map`` (without 4/8-bit weights), ``max_memory``,
+        ``offload_folder``: the LLM, its LoRA merged, dispatched by accelerate over devices and disk."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = path or DEFAULT_CHECKPOINT
@@ -85,8 +109,12 @@ class PocketBackbone(Backbone):
         if os.path.isfile(adapter):  # stage 2 (`aim train backbone`): a LoRA, merged into the weights
             llm = merge_lora(llm, path)
             revision = f"{revision}+{file_digest(adapter)}"
-        if quant is None:
+        if quant is None and device_map is not None:
+            llm, device = dispatch(llm, device_map, max_memory, offload_folder)
+        elif quant is None:
             llm.to(device)
+        elif max_memory or offload_folder:
+            raise BackboneError("max_memory and offload_folder apply to a device map without 4/8-bit weights here")
         tokenizer = AutoTokenizer.from_pretrained(folder)
         vision = VisionTower(connector.config.image_size)
         name = "pocket" if os.path.abspath(path) == os.path.abspath(DEFAULT_CHECKPOINT) else f"pocket:{path}"
