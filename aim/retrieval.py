@@ -28,7 +28,7 @@ from .files import read_json
 
 logger = logging.getLogger(__name__)
 
-INDEX_KINDS = ("flat", "ivf", "hnsw", "auto")
+INDEX_KINDS = ("flat", "ivf", "ivfpq", "hnsw", "auto")
 STRATEGIES = ("random", "similar")
 #: below this many keys ``kind="auto"`` builds an exact flat index, from here on an IVF one
 AUTO_FLAT_LIMIT = 50_000
@@ -66,6 +66,12 @@ def resolve_kind(kind: str, count: int) -> str:
     return kind
 
 
+def default_pq_m(dim: int) -> int:
+    """IVF-PQ sub-quantizers for ``dim``-d keys: the largest divisor of dim up to 64 (so a key is
+    stored in at most 64 bytes: 576-d keys in 64, 4096-d in 64)."""
+    return max(m for m in range(1, min(64, dim) + 1) if dim % m == 0)
+
+
 def default_nlist(count: int) -> int:
     """IVF lists for ``count`` keys: about 4 * sqrt(count), at least 1 and at most count."""
     return int(max(1, min(count, round(4 * math.sqrt(count)))))
@@ -75,7 +81,9 @@ class KeyIndex:
     """An appendable FAISS index over L2-normalised keys (inner product = cosine) with demo ids.
 
     kind: ``flat`` (exact, ``IndexFlatIP``), ``ivf`` (``IndexIVFFlat``, inner product, trained on
-    the first keys added or on ``train``), ``hnsw`` (``IndexHNSWFlat``, inner product) or ``auto``
+    the first keys added or on ``train``), ``ivfpq`` (``IndexIVFPQ``: the same lists, each key
+    product-quantized to ``pq_m`` bytes, for pools of tens of millions that a flat or IVF index
+    cannot hold in memory), ``hnsw`` (``IndexHNSWFlat``, inner product) or ``auto``
     (flat below 50k keys, else ivf; decided by ``expected_count`` or else by the first ``add``).
     The index is wrapped in ``IndexIDMap2``, so the ids live inside the index file. ``use_gpu``
     moves flat indexes to all GPUs when FAISS sees any (faiss-gpu builds only).
@@ -83,7 +91,8 @@ class KeyIndex:
 
     def __init__(self, dim: int, kind: str = "flat", *, nlist: Optional[int] = None, nprobe: int = 64,
                  hnsw_m: int = 32, ef_construction: int = 80, ef_search: int = 128,
-                 expected_count: Optional[int] = None, use_gpu: bool = False):
+                 expected_count: Optional[int] = None, use_gpu: bool = False, pq_m: Optional[int] = None,
+                 train_size: int = 262_144):
         if kind not in INDEX_KINDS:
             raise AimError(f"unknown index kind {kind!r}; choose one of {', '.join(INDEX_KINDS)}")
         if int(dim) <= 0:
@@ -96,10 +105,12 @@ class KeyIndex:
         self.ef_construction = int(ef_construction)
         self._ef_search = int(ef_search)
         self.use_gpu = use_gpu
+        self.pq_m = pq_m
+        self.train_size = int(train_size)  # IVF / IVF-PQ train on at most this many of the keys
         self._index: Optional[faiss.Index] = None  # IndexIDMap2 over the kind's index
         self._ids = np.zeros(0, dtype=np.int64)  # a copy of the index's ids, in insertion order
         self._on_gpu = False
-        if self.kind not in ("auto", "ivf"):  # ivf: built by train(), nlist may depend on the keys
+        if self.kind not in ("auto", "ivf", "ivfpq"):  # built by train(): nlist may depend on the keys
             self._wrap(self._create())
 
     # ----------------------------------------------------------------- construction
@@ -127,21 +138,31 @@ class KeyIndex:
         return faiss.index_cpu_to_all_gpus(index)
 
     def train(self, keys: ArrayLike) -> None:
-        """IVF only: learn the coarse quantizer's centroids from keys (N, dim). No-op otherwise."""
+        """IVF and IVF-PQ: learn the coarse quantizer's centroids (and the product quantizer) from
+        keys (N, dim), a seeded sample of at most ``train_size`` of them. No-op otherwise."""
         keys = self._check(keys, "training keys")
         if self.kind == "auto":
             self.kind = resolve_kind("auto", len(keys))
             if self.kind != "ivf":
                 self._wrap(self._create())
-        if self.kind != "ivf" or self._index is not None:
+        if self.kind not in ("ivf", "ivfpq") or self._index is not None:
             return
         nlist = self.nlist or default_nlist(len(keys))
-        if len(keys) < nlist:
-            raise AimError(f"IVF needs at least nlist={nlist} training keys; got {len(keys)}: "
-                           "add more keys at once, call train() on a larger sample, or lower nlist")
+        need = max(nlist, 256) if self.kind == "ivfpq" else nlist  # 8-bit codebooks: 256 centroids each
+        if len(keys) < need:
+            raise AimError(f"{self.kind.upper()} needs at least {need} training keys (nlist={nlist}); got "
+                           f"{len(keys)}: add more keys at once, call train() on a larger sample, or lower nlist")
+        if len(keys) > self.train_size:
+            keys = keys[np.sort(np.random.default_rng(0).choice(len(keys), self.train_size, replace=False))]
         quantizer = faiss.IndexFlatIP(self.dim)
-        index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        logger.info("training IVF (nlist=%d) on %d keys", nlist, len(keys))
+        if self.kind == "ivfpq":
+            self.pq_m = self.pq_m or default_pq_m(self.dim)
+            if self.dim % self.pq_m:
+                raise AimError(f"pq_m={self.pq_m} must divide the key dimension {self.dim}")
+            index = faiss.IndexIVFPQ(quantizer, self.dim, nlist, self.pq_m, 8, faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        logger.info("training %s (nlist=%d) on %d keys", self.kind.upper(), nlist, len(keys))
         index.train(l2_normalize(keys))
         index.nprobe = self._nprobe
         self.nlist = nlist
@@ -207,7 +228,7 @@ class KeyIndex:
     @nprobe.setter
     def nprobe(self, value: int) -> None:
         self._nprobe = int(value)
-        if self.kind == "ivf" and self._index is not None:
+        if self.kind in ("ivf", "ivfpq") and self._index is not None:
             faiss.extract_index_ivf(self._index).nprobe = self._nprobe
 
     @property
@@ -225,6 +246,8 @@ class KeyIndex:
         """What the sidecar records besides kind, dim and count."""
         if self.kind == "ivf":
             return {"nlist": self.nlist, "nprobe": self._nprobe}
+        if self.kind == "ivfpq":
+            return {"nlist": self.nlist, "nprobe": self._nprobe, "pq_m": self.pq_m}
         if self.kind == "hnsw":
             return {"hnsw_m": self.hnsw_m, "ef_construction": self.ef_construction, "ef_search": self._ef_search}
         return {}

@@ -1,4 +1,4 @@
-"""Retrieval speed: build time, query time and recall@k of FAISS flat / IVF / HNSW (aim.retrieval.KeyIndex)
+"""Retrieval speed: build time, query time and recall@k of FAISS flat / IVF / IVF-PQ / HNSW (aim.retrieval.KeyIndex)
 against a plain torch matrix product + topk, on pools of random keys.
 
     python benchmarks/retrieval_speed.py --sizes 10000,100000 --dims 576 --queries 256
@@ -87,6 +87,17 @@ def bench_size(n: int, dim: int, data: str, args) -> list[dict]:
     (_, ids), query_s = timed(lambda: flat.search(queries, args.k), args.repeats)
     row("faiss flat", build_s, query_s, ids, exact)
     del flat
+    if n <= args.pq_max_size:  # the path to 10M+ keys: each key product-quantized to pq_m bytes
+        start = time.perf_counter()
+        pq = KeyIndex.build(keys, kind="ivfpq", pq_m=args.pq_m)
+        build_s = time.perf_counter() - start
+        bytes_per_key = pq.pq_m + 16  # the code, and the id in its list and in the id map
+        for nprobe in args.nprobe:
+            pq.nprobe = min(nprobe, pq.nlist)
+            (_, ids), query_s = timed(lambda: pq.search(queries, args.k), args.repeats)
+            row(f"faiss ivf-pq (nlist={pq.nlist}, m={pq.pq_m}, nprobe={pq.nprobe}; {bytes_per_key} B/key)", build_s,
+                query_s, ids, exact)
+        del pq
     if n > args.approx_max_size:
         logger.info("n=%d > --approx-max-size %d: skipping IVF and HNSW", n, args.approx_max_size)
         return rows
@@ -135,6 +146,9 @@ def main(argv=None) -> None:
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--nprobe", type=ints, default=[64, 512], help="IVF lists visited, comma-separated")
     parser.add_argument("--ef-search", type=ints, default=[128, 1024], help="HNSW efSearch values, comma-separated")
+    parser.add_argument("--pq-max-size", type=int, default=1_000_000,
+                        help="pools up to this size also run IVF-PQ (trained on at most 262,144 of the keys)")
+    parser.add_argument("--pq-m", type=int, default=None, help="IVF-PQ bytes per key (default: up to 64)")
     parser.add_argument("--hnsw-m", type=int, default=16)
     parser.add_argument("--ef-construction", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1, help="threads for torch and FAISS alike")

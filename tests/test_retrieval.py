@@ -77,6 +77,30 @@ def test_approximate_recall(big_pool, kind, params):
     assert recall_at_k(approx, exact) >= 0.95
 
 
+def test_ivfpq_stores_a_key_in_pq_m_bytes_and_finds_near_duplicates(tmp_path):
+    """IVF-PQ, the index for pools too large for memory: 64 bytes a 576-d key (flat: 2,304), and a
+    key searched for again (a little noise added) is found first despite the quantization."""
+    from aim.retrieval import default_pq_m
+
+    assert default_pq_m(576) == 64 and default_pq_m(4096) == 64 and default_pq_m(3584) == 64
+    assert default_pq_m(384) == 64 and default_pq_m(100) == 50
+    keys = random_keys(5000, 576, seed=4)
+    index = KeyIndex.build(keys, kind="ivfpq", nprobe=16)
+    assert index.pq_m == 64 and index.nlist == 283
+    noisy = keys[:50] + 0.05 * random_keys(50, 576, seed=5)
+    _, got = index.search(noisy, 1)
+    assert (got[:, 0] == np.arange(50)).mean() >= 0.9
+    index.save(tmp_path / "pq.faiss")
+    flat = KeyIndex.build(keys, kind="flat")
+    flat.save(tmp_path / "flat.faiss")
+    fixed = (index.nlist + 256) * 576 * 4  # the coarse centroids and the codebooks, whatever the pool size
+    per_key = ((tmp_path / "pq.faiss").stat().st_size - fixed) / 5000
+    assert 64 <= per_key < 64 + 16 + 1  # the code, and the id twice (in its list and in the id map)
+    assert (tmp_path / "flat.faiss").stat().st_size / 5000 > 2304
+    with pytest.raises(AimError, match="IVFPQ needs at least 283 training keys"):
+        KeyIndex(576, "ivfpq", nlist=283).train(keys[:100])
+
+
 def test_recall_at_k():
     exact = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
     assert recall_at_k(exact[:, ::-1], exact) == 1.0
@@ -92,7 +116,7 @@ def assert_same_results(a, b):
     np.testing.assert_allclose(scores_a, scores_b, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivfpq", "hnsw"])
 def test_save_load_round_trip(pool, tmp_path, kind):
     keys, ids, queries = pool
     index = KeyIndex.build(keys, ids, kind=kind, nprobe=7, ef_search=33)
@@ -104,6 +128,7 @@ def test_save_load_round_trip(pool, tmp_path, kind):
     loaded = KeyIndex.load(tmp_path / "keys.faiss")
     assert loaded.kind == kind and loaded.parameters() == index.parameters()
     assert loaded.parameters() == {"flat": {}, "ivf": {"nlist": index.nlist, "nprobe": 7},
+                                   "ivfpq": {"nlist": index.nlist, "nprobe": 7, "pq_m": 32},
                                    "hnsw": {"hnsw_m": 32, "ef_construction": 80, "ef_search": 33}}[kind]
     assert_same_results(index.search(queries, 10), loaded.search(queries, 10))
 
