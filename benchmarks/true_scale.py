@@ -1,7 +1,9 @@
 """Cost against shots at true scale: random-weight models with the geometry of LLaVA-1.5-7B, Idefics2-8B
 (64 and 320 image tokens per image) and Qwen2-VL-7B, raw multimodal ICL against fused demonstrations.
 
-    .venv/bin/python benchmarks/true_scale.py --device cuda --batch-sizes 1,8        # full size, bf16, on a GPU
+    .venv/bin/python benchmarks/true_scale.py --device cuda        # the GPU check: full size, bf16, < 8 minutes
+    .venv/bin/python benchmarks/true_scale.py --device cuda --geometries llava-1.5-7b,idefics2-8b,idefics2-8b-split,qwen2-vl-7b \
+        --shots 0,1,2,4,8,16,32,64                                   # the whole sweep on a GPU
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/true_scale.py                      # CPU: scaled-down widths
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/true_scale.py --quick              # smoke version
 
@@ -29,7 +31,13 @@ weights; CPU the torch profiler's peak of tensor bytes allocated during the quer
 the context are not run; on CPU neither are prompts over ``--cpu-max-tokens`` (prompt tokens x batch:
 longer ones are slow and memory-hungry on two cores). Retrieval and the bank do not depend on the
 backbone's geometry beyond the hidden size (benchmarks/cost_vs_shots.py and compress_throughput.py
-measure them). Writes benchmarks/results/true_scale_{cpu,cuda}[_quick].json and a PNG plot.
+measure them). Also per geometry: how fast the backbone reads demonstrations (``read_demos`` at batch
+16, demonstrations per second: what ``aim compress-demos`` costs per demonstration on this device).
+
+On CUDA the defaults are the GPU check a session lent a GPU runs first: LLaVA-1.5-7B and Qwen2-VL-7B,
+shots 0, 8 and 32, batches 1 and 8, 2 repeats; the JSON is rewritten after every geometry and
+``--budget-s`` (default 420 s) stops starting new measurements, so the run ends within 8 minutes on
+one H100/H200 with what it has. Writes benchmarks/results/true_scale_{cpu,cuda}[_quick].json and a PNG plot.
 """
 from __future__ import annotations
 
@@ -92,6 +100,7 @@ GEOMETRIES = {
     },
 }
 METHODS = {"raw": None, "fused": None, "fused-pool4": 4, "fused-pool1": 1}
+SHOTS = "0,1,2,4,8,16,32,64"
 
 
 def geometry(name: str) -> dict:
@@ -306,6 +315,24 @@ def largest_fused_k(zero: int, per_demo: list[int], context: int) -> dict:
     return {"k": k, "tokens_at_k": total}
 
 
+def demo_read_rate(backbone, pool, meter: Meter, batch: int = 16, count: int = 64) -> dict:
+    """Demonstrations per second that ``read_demos`` gets through at ``batch`` (after one warm-up batch):
+    the forward passes ``aim compress-demos`` makes per demonstration."""
+    demos = (pool * (count // len(pool) + 1))[:count]
+    backbone.read_demos(demos[:batch])
+    meter.sync()
+    start = time.perf_counter()
+    for i in range(0, count, batch):
+        backbone.read_demos(demos[i:i + batch])
+    meter.sync()
+    seconds = time.perf_counter() - start
+    return {"batch": batch, "demos": count, "seconds": seconds, "demos_per_second": count / seconds}
+
+
+def over_budget(args) -> bool:
+    return args.budget_s is not None and time.perf_counter() - args.started > args.budget_s
+
+
 def measure_geometry(name: str, args, meter: Meter) -> dict:
     g = geometry(name)
     real = geometry(name)
@@ -370,6 +397,8 @@ def measure_geometry(name: str, args, meter: Meter) -> dict:
             for row in (runnable if rep % 2 == 0 else runnable[::-1]):
                 if "skipped" in row:
                     continue
+                if over_budget(args) and rep >= 2:  # at least one timed repeat of every configuration
+                    continue
                 try:
                     t0 = time.perf_counter()
                     batch = prompt(backbone, row["method"], row["shots"], qs, pool, fused)
@@ -413,7 +442,11 @@ def measure_geometry(name: str, args, meter: Meter) -> dict:
         if r["method"].startswith("fused") and raw and "seconds_per_query" in r and "seconds_per_query" in raw:
             r["vs_raw"] = {"total": r["seconds_per_query"]["total"] / raw["seconds_per_query"]["total"],
                            "peak": r["peak_mb"] / raw["peak_mb"] if raw["peak_mb"] else None}
+    read_rate = demo_read_rate(backbone, pool, meter) if not over_budget(args) else None
+    if read_rate:
+        logger.info("%s: read_demos %.1f demos/s at batch %d", name, read_rate["demos_per_second"], read_rate["batch"])
     return {"geometry": real, "run_geometry": g, "scale": args.scale, "vocab_rows": vocab, "weights_mb": weights_mb,
+            "demo_read_rate": read_rate,
             "parameters_full_geometry": full_params, "build_seconds": built, "context": g["context"],
             "zero_shot_tokens": zero, "prompt_tokens": tokens, "largest_k_in_context": limits,
             "check_a_fused_tokens_add_up": {"passed": not any(check_a), "prompts": len(check_a),
@@ -444,6 +477,10 @@ def table(result: dict) -> str:
             lines.append(f"| {name} | {r['batch']} | {r['method']} | {r['shots']} | {r['prompt_tokens']:,} | "
                          f"{r['seconds_per_query']['total']:.3f} | {r['vs_zero']['total']:.2f} | {vs_raw} | "
                          f"{r['peak_mb']:.1f} |")
+    rates = [(n, g["demo_read_rate"]) for n, g in result["geometries"].items() if g.get("demo_read_rate")]
+    if rates:
+        lines += ["", "| geometry | read_demos batch | demos/s (compress-demos' forward passes) |", "|---|---:|---:|"]
+        lines += [f"| {n} | {r['batch']} | {r['demos_per_second']:.1f} |" for n, r in rates]
     return "\n".join(lines)
 
 
@@ -496,7 +533,7 @@ def main(argv=None) -> None:
     ap.add_argument("--scale", choices=("full", "small"), default=None,
                     help="full: the real sizes (CUDA only); small: scaled-down widths (default on CPU)")
     ap.add_argument("--dtype", default=None, help="default: bfloat16 on CUDA, float32 on CPU")
-    ap.add_argument("--shots", default="0,1,2,4,8,16,32,64")
+    ap.add_argument("--shots", default=SHOTS)
     ap.add_argument("--batch-sizes", default=None,
                     help="comma-separated (default: 1,8 on CUDA, 1 on CPU; --quick on CPU: 1,2)")
     ap.add_argument("--new-tokens", type=int, default=10, help="answer tokens decoded per query (forced)")
@@ -511,6 +548,8 @@ def main(argv=None) -> None:
     ap.add_argument("--small-heads", type=int, default=4, help="scaled-down attention heads")
     ap.add_argument("--small-vision-layers", type=int, default=2, help="scaled-down vision tower layers")
     ap.add_argument("--small-vision-hidden", type=int, default=64, help="scaled-down vision tower width")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="start no new measurement after this many seconds (default: 420 on CUDA, none on CPU)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke version: shots 0,1,8, one repeat, LLaVA + Qwen2-VL (CPU: batches 1 and 2)")
     ap.add_argument("--out", default=None)
@@ -534,6 +573,18 @@ def main(argv=None) -> None:
     if args.scale == "full" and not cuda:
         ap.error("--scale full builds 7-8B models: only with --device cuda (CPU runs the scaled-down geometry)")
     args.dtype = getattr(torch, args.dtype or ("bfloat16" if cuda else "float32"))
+    args.started = time.perf_counter()
+    if cuda and args.budget_s is None:
+        args.budget_s = 420.0
+    if cuda and not args.quick:  # the GPU check's defaults, unless asked for more
+        if args.geometries == ",".join(GEOMETRIES):
+            args.geometries = "llava-1.5-7b,qwen2-vl-7b"
+        if args.shots == SHOTS:
+            args.shots = "0,8,32"
+        if args.repeats == 3:
+            args.repeats = 2
+        if args.pool == 512:
+            args.pool = 64
     if args.quick:
         args.shots, args.repeats, args.pool = "0,1,8", 1, 64
         if args.geometries == ",".join(GEOMETRIES):
@@ -555,27 +606,34 @@ def main(argv=None) -> None:
     arguments = sys.argv[1:] if argv is None else argv
     result = {"command": threads + ".venv/bin/python benchmarks/true_scale.py " + " ".join(arguments),
               "config": {k: (str(v) if isinstance(v, torch.dtype) else v) for k, v in vars(args).items()
-                         if k not in ("out", "plot")},
+                         if k not in ("out", "plot", "started")},
               "environment": env, "load_average": {"start": os.getloadavg()},
               "memory_method": "CUDA: torch.cuda.max_memory_allocated during one query minus the memory allocated "
                                "before it (weights); CPU: highest total of torch tensor bytes allocated during one "
                                "query (torch profiler)",
               "geometries": {}}
+    tag = f"{'cuda' if cuda else 'cpu'}{'_quick' if args.quick else ''}"
+    out = args.out or os.path.join(ROOT, "benchmarks", "results", f"true_scale_{tag}.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
     for name in names:
+        if over_budget(args):
+            result["geometries_not_run"] = names[names.index(name):]
+            logger.info("over --budget-s %.0f: not running %s", args.budget_s, result["geometries_not_run"])
+            break
         result["geometries"][name] = measure_geometry(name, args, meter)
         if cuda:
             torch.cuda.empty_cache()  # the geometry's model is gone with measure_geometry's frame
         result["load_average"][name] = os.getloadavg()
+        result["elapsed_seconds"] = time.perf_counter() - start
+        with open(out, "w") as f:  # what is measured so far survives a timeout
+            json.dump(result, f, indent=2, default=str)
     result["elapsed_seconds"] = time.perf_counter() - start
     print(table(result))
     for name, g in result["geometries"].items():
         a = g["check_a_fused_tokens_add_up"]
         print(f"(a) {name}: fused prompt tokens = zero-shot + sum of fused tokens: "
               f"{'PASS' if a['passed'] else 'FAIL'} ({a['prompts']} prompts; fused - zero - sum: {a['offsets']})")
-    tag = f"{'cuda' if cuda else 'cpu'}{'_quick' if args.quick else ''}"
-    out = args.out or os.path.join(ROOT, "benchmarks", "results", f"true_scale_{tag}.json")
     png = args.plot or default_png(out)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
         json.dump(result, f, indent=2, default=str)
     plot(result, png)
