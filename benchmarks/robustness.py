@@ -41,15 +41,15 @@ CONDITIONS = {
     "held-out: emoji": "emoji-binding-{w}way" + HELD_OUT,
     "held-out: digits": "digits-binding-{w}way" + HELD_OUT,
     "held-out: silhouettes": "silhouettes-binding-{w}way" + HELD_OUT,
-    "Fashion-MNIST, held-out words": "fashion-mnist-binding-{w}way+words=pseudo",
-    "Fashion-MNIST, held-out wordings": "fashion-mnist-binding-{w}way+question=held-out",
-    "Fashion-MNIST, random draws": "fashion-mnist-binding-{w}way+draw=random",
+    "Fashion-MNIST: held-out words": "fashion-mnist-binding-{w}way+words=pseudo",
+    "Fashion-MNIST: held-out wordings": "fashion-mnist-binding-{w}way+question=held-out",
+    "Fashion-MNIST: random draws": "fashion-mnist-binding-{w}way+draw=random",
 }
 #: unseen images of two training sets (test splits), random draws: a check during training that
 #: reads none of the held-out conditions above
 DEV = {
     "dev: clipart test images": "clipart-binding-{w}way+draw=random",
-    "dev: photo crops, test": "photos-binding-{w}way+draw=random",
+    "dev: photo crops test": "photos-binding-{w}way+draw=random",
 }
 TASKS = {2: 8, 5: 10}
 
