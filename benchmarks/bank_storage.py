@@ -6,7 +6,8 @@
 Bytes: for each geometry (the pocket's input-embedding width, LLaVA-1.5-7B's 4096, Qwen2-VL-7B's 3584,
 Idefics2-8B's 4096) and each format (aim/storage.py), a real bank of `--demos` demonstrations is
 written with `DemoBank.append` (fused tokens of that width, `--tokens` per demonstration: about a
-VQA demonstration's text; metadata; a 576-float image key) and its folder measured; the figure is
+VQA demonstration's text; metadata; an image key of the LLM's width, as `Backbone.image_features`
+gives it) and its folder measured; the figure is
 bytes per demonstration, and the projection to VQAv2 train (443,757 questions) is that times the
 count. Random tokens stand in for fused ones: size does not depend on the values.
 
@@ -46,7 +47,8 @@ def bank_bytes(width: int, storage: str, demos: int, tokens: int, folder: str) -
         fused = [torch.randn(tokens, width, generator=g) * 3 for _ in range(n)]
         metas = [{"question": "What colour is the bus on the left?", "answers": ["red"] * 10,
                   "image": f"/data/coco/train2014/COCO_train2014_{start + i:012d}.jpg"} for i in range(n)]
-        bank.append([f"q{start + i}" for i in range(n)], fused, metas, {"image": torch.randn(n, 576, generator=g)})
+        # the image key is the mean of the image's embeddings as the LLM receives them: width-d
+        bank.append([f"q{start + i}" for i in range(n)], fused, metas, {"image": torch.randn(n, width, generator=g)})
     total = bank.size_bytes()
     tokens_file = sum(s["bytes"] for s in bank.manifest["shards"])
     return {"bytes_per_demo": total / demos, "shard_bytes_per_demo": tokens_file / demos,
@@ -114,7 +116,7 @@ def main() -> None:
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "bank_storage.json"))
     args = ap.parse_args()
     result = {"args": vars(args), "sizes": sizes(args)}
-    print(f"bytes per demonstration ({args.tokens} fused tokens, metadata, a 576-float image key), and VQAv2 "
+    print(f"bytes per demonstration ({args.tokens} fused tokens, metadata, a float32 image key of the LLM's width), and VQAv2 "
           f"train ({VQAV2_TRAIN:,} demonstrations) projected:")
     print("| geometry | width | " + " | ".join(STORAGES) + " |")
     print("|---|---|" + "---|" * len(STORAGES))
