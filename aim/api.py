@@ -48,8 +48,16 @@ class Answer:
 class FewShot:
     """Backbone + fuser + (optionally) a demo bank."""
 
-    def __init__(self, backbone: Backbone, fuser: Fuser, bank: Optional[DemoBank] = None):
+    def __init__(self, backbone: Backbone, fuser: Fuser, bank: Optional[DemoBank] = None, index_kind: str = "auto"):
+        """``index_kind``: the FAISS index over the bank's keys (aim.retrieval.INDEX_KINDS): ``auto``
+        (exact below 50,000 keys, IVF above), or ``flat``, ``ivf``, ``ivfpq`` (pools too large for
+        memory), ``hnsw``."""
+        from .retrieval import INDEX_KINDS
+
+        if index_kind not in INDEX_KINDS:
+            raise AimError(f"index kind {index_kind!r}: use one of {', '.join(INDEX_KINDS)}")
         self.backbone, self.fuser, self.bank = backbone, fuser, bank
+        self.index_kind = index_kind
         #: demonstration records known in memory, by id: raw prompts show their images even where the
         #: bank keeps only a hash of an in-memory image (``compress`` fills it)
         self.records: dict[str, Record] = {}
@@ -90,12 +98,15 @@ class FewShot:
                 if not np.array_equal(index.ids, np.arange(len(self.bank))):
                     logger.info("%s does not cover the bank's %d demonstrations: rebuilding it", path, len(self.bank))
                     index = None
+                elif self.index_kind != "auto" and index.kind != self.index_kind:
+                    logger.info("%s is a %s index, %s is asked for: rebuilding it", path, index.kind, self.index_kind)
+                    index = None
             if index is None:
                 if kind == "hybrid":
                     keys = hybrid_keys(self.bank.keys("image")[0].numpy(), self.bank.keys("text")[0].numpy())
                 else:
                     keys = self.bank.keys(kind)[0].numpy()
-                index = KeyIndex.build(keys, np.arange(len(self.bank)), kind="auto")
+                index = KeyIndex.build(keys, np.arange(len(self.bank)), kind=self.index_kind)
                 name = f"index.{kind}.faiss"
                 with FolderLock(self.bank.folder, "bank"):  # the manifest is the bank's: one writer
                     index.save(os.path.join(self.bank.folder, name))

@@ -229,6 +229,10 @@ def _parsed(parser: str, *args):
 @click.option("--seeds", default="0,1,2", show_default=True,
               callback=_parsed("parse_ints", "--seeds"),
               help="Seeds of random selection (similarity selection runs the first only).")
+@click.option("--index", "index_kind", default="auto", show_default=True,
+              type=click.Choice(["auto", "flat", "ivf", "ivfpq", "hnsw"]),
+              help="FAISS index over the bank's keys: auto (exact below 50,000 keys, IVF above), or ivfpq for pools "
+                   "too large for memory (64-byte codes).")
 @click.option("--limit", type=int, default=None, help="Only the first N questions of the dataset.")
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--max-new-tokens", default=10, show_default=True, help="Answer budget in tokens.")
@@ -254,7 +258,7 @@ def _parsed(parser: str, *args):
               help="Run folder name (default: dataset, backbone and a digest of the options). Rerunning with the "
                    "same options resumes it.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def icl_eval_cmd(fuser, dataset, pool, pool_limit, bank, methods, shots, select, seeds, limit, batch_size,
+def icl_eval_cmd(fuser, dataset, pool, pool_limit, bank, methods, shots, select, seeds, index_kind, limit, batch_size,
                  max_new_tokens, num_beams, length_penalty, task, scoring, metric, output, run_id, quiet,
                  **opts) -> None:
     """Few-shot evaluation: every method at every shot count (and seed), side by side.
@@ -277,7 +281,7 @@ def icl_eval_cmd(fuser, dataset, pool, pool_limit, bank, methods, shots, select,
     needs_fuser = any(m != "zero" for m in methods) and any(k > 0 for k in shots)
     doc = icl_eval(backbone, records, config, output, run_id=run_id,
                    fuser=_fuser(fuser, backbone) if needs_fuser else None, pool=pool_records, bank=bank,
-                   progress=not quiet)
+                   progress=not quiet, index_kind=index_kind)
     from .eval.report import markdown_table
     from .processes import processes
 

@@ -73,3 +73,28 @@ def test_zero_shot_needs_no_bank():
     assert ans.demo_ids == [] and ans.text
     with pytest.raises(aim.AimError, match="no demo bank"):
         fs.generate([q.image], [q.question], shots=2)
+
+
+
+def test_the_bank_index_kind_can_be_chosen(tmp_path):
+    """FewShot(index_kind=...) builds that FAISS index over the bank's keys, lists it in the manifest,
+    and rebuilds an index of another kind when asked for one."""
+    from aim.api import FewShot
+    from aim.bank import DemoBank
+    from aim.errors import AimError
+
+    with pytest.raises(AimError, match="index kind 'annoy'"):
+        FewShot(None, None, index_kind="annoy")
+    bank = DemoBank.create(str(tmp_path), {"family": "toy"}, {"kind": "toy"}, 4)
+    g = torch.Generator().manual_seed(0)
+    ids = [f"d{i}" for i in range(600)]
+    bank.append(ids, [torch.randn(2, 4, generator=g) for _ in ids], [{"question": "q", "answers": ["a"]}] * 600,
+                {"image": torch.randn(600, 32, generator=g)})
+    kinds = []
+    for kind in ("ivfpq", "ivfpq", "flat"):
+        fs = FewShot(None, None, index_kind=kind)
+        fs.bank = DemoBank.open(str(tmp_path))
+        index = fs._index("image")
+        kinds.append((index.kind, fs.bank.manifest["indexes"]["image"]["count"]))
+        assert len(fs.demo_ids([None], ["q"], 5, "random", seed=1)[0]) == 5
+    assert kinds == [("ivfpq", 600), ("ivfpq", 600), ("flat", 600)]

@@ -168,7 +168,8 @@ class IclEval:
     def __init__(self, backbone: Backbone, records: Sequence[Record], config: IclEvalConfig, output: str,
                  run_id: Optional[str] = None, fuser: Optional[Fuser] = None,
                  pool: Optional[Sequence[Record]] = None, bank: Optional[str] = None, progress: bool = True,
-                 on_batch: Optional[Callable[[Cell, list], None]] = None, procs: Optional[Processes] = None):
+                 on_batch: Optional[Callable[[Cell, list], None]] = None, procs: Optional[Processes] = None,
+                 index_kind: str = "auto"):
         if not records:
             raise AimError(f"dataset {config.dataset} has no records")
         ids = [str(r.id) for r in records]
@@ -188,7 +189,7 @@ class IclEval:
             raise AimError(f"methods {', '.join(few)} with shots > 0 need a fuser (the demo bank is made with it): "
                            "pass --fuser FOLDER or --fuser identity")
         self.fuser = fuser if needs_fuser else None
-        self.fewshot = FewShot(backbone, self.fuser)
+        self.fewshot = FewShot(backbone, self.fuser, index_kind=index_kind)
         self.pool = pool
         self.exclude_self = same_source(config.pool, config.dataset)
         self.run_config = dict(asdict(config), metric=self.metric, task=self.task, backbone=backbone.fingerprint(),
