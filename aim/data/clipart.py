@@ -79,7 +79,7 @@ def _all() -> tuple[np.ndarray, np.ndarray, list]:
         with open(path + ".tmp", "wb") as f:
             np.savez(f, images=images, labels=labels, names=np.asarray(names))
         os.replace(path + ".tmp", path)
-    with np.load(path) as data:
+    with np.load(path, allow_pickle=False) as data:  # nothing unpickles: arrays of numbers and str
         return data["images"], data["labels"], [str(n) for n in data["names"]]
 
 
