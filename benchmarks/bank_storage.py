@@ -15,7 +15,7 @@ Accuracy (the pocket backbone and its shipped fuser, seed 0): label binding 2-wa
 test images (held-out words; episodes are fused on the fly, so each format's loss is applied to the
 fused tokens with `aim.storage.roundtrip`, exactly what a bank of that format returns), and easy-VQA
 (`--n` test questions, 8 retrieved-at-random demonstrations from a bank of 500 training questions
-built in each format). Writes benchmarks/results/bank_storage.json and prints both tables.
+built in each format), and the share of queries answered exactly as with float32. Writes benchmarks/results/bank_storage.json and prints both tables.
 """
 import argparse
 import json
@@ -67,6 +67,12 @@ def sizes(args) -> dict:
     return out
 
 
+def predictions(run: str) -> dict:
+    """query id -> the answer given, from a run folder's samples."""
+    with open(os.path.join(run, "samples.jsonl")) as f:
+        return {s["id"]: s["prediction"] for s in map(json.loads, f) if "prediction" in s}
+
+
 def accuracy(args) -> dict:
     import aim
     from aim.eval.config import IclEvalConfig
@@ -88,7 +94,7 @@ def accuracy(args) -> dict:
             start = time.perf_counter()
             cfg = IclEvalConfig(dataset=f"binding-{storage}", methods=("fused",), shots=(8,), seeds=(0,),
                                 limit=args.n, batch_size=16)
-            doc = icl_eval(backbone, binding, cfg, os.path.join(runs, "binding"), fuser=fuser)
+            doc = icl_eval(backbone, binding, cfg, os.path.join(runs, f"binding-{storage}"), fuser=fuser)
             cell = doc["results"][f"binding-{storage}"]["fused"]["8"]
             result["binding"][storage] = {"accuracy": cell["accuracy"]["mean"], "seconds": time.perf_counter() - start}
             fuser.fuse_demos = plain
@@ -97,9 +103,14 @@ def accuracy(args) -> dict:
             aim.compress_demos(backbone, fuser, pool, bank, batch_size=16, storage=storage, progress=False)
             cfg = IclEvalConfig(dataset=f"easy-vqa-{storage}", methods=("fused",), shots=(8,), seeds=(0,),
                                 limit=args.n, batch_size=16)
-            doc = icl_eval(backbone, questions, cfg, os.path.join(runs, "vqa"), fuser=fuser, bank=bank)
+            doc = icl_eval(backbone, questions, cfg, os.path.join(runs, f"vqa-{storage}"), fuser=fuser, bank=bank)
             cell = doc["results"][f"easy-vqa-{storage}"]["fused"]["8"]
             result["easy_vqa"][storage] = {"accuracy": cell["accuracy"]["mean"], "seconds": time.perf_counter() - start}
+            for task, folder in (("binding", "binding"), ("easy_vqa", "vqa")):
+                answers = predictions(os.path.join(runs, f"{folder}-{storage}"))
+                reference = predictions(os.path.join(runs, f"{folder}-float32"))
+                result[task][storage]["same_answer_as_float32"] = (
+                    sum(answers[q] == reference.get(q) for q in answers) / len(answers))
             print(f"{storage}: binding {result['binding'][storage]['accuracy']:.3f}, easy-VQA "
                   f"{result['easy_vqa'][storage]['accuracy']:.3f}", flush=True)
     finally:
@@ -131,7 +142,8 @@ def main() -> None:
         print("|---|" + "---|" * len(STORAGES))
         for task, name in (("binding", "label binding 2-way k=8 (Fashion-MNIST, held-out words)"),
                            ("easy_vqa", "easy-VQA, random demonstrations from a bank")):
-            print(f"| {name} | " + " | ".join(f"{acc[task][s]['accuracy']:.3f}" for s in STORAGES) + " |")
+            print(f"| {name} | " + " | ".join(f"{acc[task][s]['accuracy']:.3f} ({acc[task][s]['same_answer_as_float32']:.0%} "
+                                              "same answer)" for s in STORAGES) + " |")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
