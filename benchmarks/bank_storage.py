@@ -69,7 +69,10 @@ def sizes(args) -> dict:
 
 def predictions(run: str) -> dict:
     """query id -> the answer given, from a run folder's samples."""
-    with open(os.path.join(run, "samples.jsonl")) as f:
+    import glob
+
+    [path] = glob.glob(os.path.join(run, "*", "samples.jsonl"))  # the run's own folder inside the output
+    with open(path) as f:
         return {s["id"]: s["prediction"] for s in map(json.loads, f) if "prediction" in s}
 
 
