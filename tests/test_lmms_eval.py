@@ -4,6 +4,7 @@ the same questions and demonstrations, and likelihoods equal to ``Backbone.logli
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -22,11 +23,13 @@ TRAIN, TEST, SHOTS = 40, 12, 4
 RUNS = (("zero", 0), ("raw", SHOTS), ("text", SHOTS), ("fused", SHOTS), ("fused", 0))
 COLORS = ["red", "green", "blue", "black", "gray", "yellow", "teal", "brown"]
 
-UTILS = '''from PIL import Image
+UTILS = '''import os
+
+from PIL import Image
 
 
 def doc_to_visual(doc):
-    return [Image.open(doc["image"]).convert("RGB")]
+    return [Image.open(os.path.join(os.path.dirname(__file__), doc["image"])).convert("RGB")]
 
 
 def doc_to_text(doc):
@@ -96,8 +99,13 @@ def choices_of(record):
 def tasks(tmp_path_factory):
     """A folder of two lmms-eval tasks (generation and multiple choice) over easy-VQA files."""
     folder = tmp_path_factory.mktemp("lmms_tasks")
+    (folder / "images").mkdir()
     for split, n in (("train", TRAIN), ("test", TEST)):
         records = aim.load_records(f"easy-vqa:{split}", n)
+        for r in records:  # the files' image paths are relative to their folder, as aim's JSONL reader wants
+            name = f"images/{split}-{os.path.basename(r.image)}"
+            shutil.copyfile(r.image, folder / name)
+            r.image = name
         with open(folder / f"{split}.jsonl", "w") as f:
             for r in records:
                 f.write(json.dumps({"id": str(r.id), "image": r.image, "question": r.question, "answer": r.answers[0],
@@ -183,6 +191,11 @@ def runs(tasks):
     return out
 
 
+@pytest.fixture(scope="module")
+def backbone():
+    return aim.load_backbone("pocket")
+
+
 def test_results_and_samples_in_lmms_eval_layout(cli_run, runs):
     """lmms-eval's CLI finds the model by its entry point and writes its files in its layout, with
     the answers its Python API gives."""
@@ -243,7 +256,7 @@ def test_likelihoods_equal_backbone_loglikelihood(runs, tasks, backbone):
     for doc_id, sample in samples.items():
         r = records[doc_id]
         choices = choices_of(r)
-        body = prompt_body(backbone, "zero", load_image(r.image), r.question)
+        body = prompt_body(backbone, "zero", load_image(r.image), r.question)  # the reader made the path whole
         liks = backbone.loglikelihood([body] * len(choices), [" " + c for c in choices])
         nll = nlls(sample)
         assert nll == pytest.approx([-lik.logprob for lik in liks], rel=1e-4, abs=1e-4)
