@@ -88,9 +88,10 @@ class FewShot:
         self.records.update((str(r.id), r) for r in demos)
         return self.open_bank(out)
 
-    def _index(self, kind: str) -> KeyIndex:
+    def index(self, kind: str) -> KeyIndex:
         """The FAISS index over the bank's keys of one kind (ids: bank positions), saved in the bank
-        folder and listed in its manifest; rebuilt when the bank grew since."""
+        folder and listed in its manifest; rebuilt when the bank grew since. With several processes,
+        let one build it first (the others then read the file)."""
         if kind not in self._indexes:
             path, index = self.bank.index_path(kind), None
             if path is not None:
@@ -138,7 +139,7 @@ class FewShot:
         position = {d: i for i, d in enumerate(ids)}
         excl = [[position[str(e)]] if str(e) in position else [] for e in exclude] if exclude else None
         kind = "image" if select == "random" else select
-        index = self._index(kind)
+        index = self.index(kind)
         keys = self._query_keys(kind, images, questions) if select != "random" else np.zeros((len(images), index.dim),
                                                                                             dtype=np.float32)
         rows = select_demos(index, keys, shots, "random" if select == "random" else "similar", seed=seed,

@@ -50,3 +50,23 @@ def processes() -> Processes:
 
     state = PartialState(cpu=not torch.cuda.is_available())
     return Processes(state.process_index, state.num_processes, state)
+
+
+class _Group:
+    """torch.distributed's default process group, started by the program that runs aim (lmms-eval)."""
+
+    def wait_for_everyone(self) -> None:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def group_processes() -> Processes:
+    """This process's place in the torch.distributed group another program started, when there is
+    one (lmms-eval starts its own, after accelerate's state may already say "one process");
+    ``processes()`` otherwise."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return Processes(dist.get_rank(), dist.get_world_size(), _Group())
+    return processes()

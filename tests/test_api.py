@@ -62,8 +62,8 @@ def test_indexes_are_listed_in_the_bank_and_rebuilt_when_it_grows(fewshot, tmp_p
                    progress=False)
     grown.demo_ids([query.image], [query.question], 3, "image")
     manifest = json.load(open(os.path.join(fewshot.bank.folder, "bank.json")))
-    assert manifest["indexes"]["image"]["count"] == 30 and len(grown._index("image")) == 30
-    assert (grown._index("image").ids == np.arange(30)).all()  # one id space: bank positions
+    assert manifest["indexes"]["image"]["count"] == 30 and len(grown.index("image")) == 30
+    assert (grown.index("image").ids == np.arange(30)).all()  # one id space: bank positions
 
 
 def test_zero_shot_needs_no_bank():
@@ -94,7 +94,7 @@ def test_the_bank_index_kind_can_be_chosen(tmp_path):
     for kind in ("ivfpq", "ivfpq", "flat"):
         fs = FewShot(None, None, index_kind=kind)
         fs.bank = DemoBank.open(str(tmp_path))
-        index = fs._index("image")
+        index = fs.index("image")
         kinds.append((index.kind, fs.bank.manifest["indexes"]["image"]["count"]))
         assert len(fs.demo_ids([None], ["q"], 5, "random", seed=1)[0]) == 5
     assert kinds == [("ivfpq", 600), ("ivfpq", 600), ("flat", 600)]

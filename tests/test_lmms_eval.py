@@ -124,15 +124,20 @@ def tasks(tmp_path_factory):
 TASKS = ("aimtest_easy_vqa", "aimtest_easy_vqa_mc")
 
 
-def lmms_eval_cli(tasks, out, model_args: str, *extra):
-    """lmms-eval's own command line, in a fresh process."""
+def lmms_eval_cli(tasks, out, model_args: str, *extra, processes: int = 1, cache: str = "aim-cache"):
+    """lmms-eval's own command line, in a fresh process (or ``processes`` under accelerate launch)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TQDM_DISABLE="1",
-               HF_DATASETS_CACHE=str(tasks / "hf-datasets"), AIM_CACHE=str(tasks / "aim-cache"))
-    cmd = [sys.executable, "-m", "lmms_eval", "--model", "aim", "--model_args", model_args,
+               HF_DATASETS_CACHE=str(tasks / "hf-datasets"), AIM_CACHE=str(tasks / cache))
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"] if processes > 1 else \
+        [sys.executable]
+    cmd = [*launch, "-m", "lmms_eval", "--model", "aim", "--model_args", model_args,
            "--tasks", ",".join(TASKS), "--include_path", str(tasks), "--limit", str(TEST),
            "--batch_size", "4", "--output_path", str(out), "--log_samples", "--verbosity", "WARNING", *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    # lmms-eval 0.7.3 logs an evaluation's error and still exits 0: the results file tells
+    assert proc.returncode == 0 and glob.glob(str(out / "*" / "*_results.json")), \
+        proc.stdout[-2000:] + proc.stderr[-6000:]
 
 
 def read_run(out) -> dict:
@@ -212,6 +217,21 @@ def test_results_and_samples_in_lmms_eval_layout(cli_run, runs):
     for doc_id, s in cli_run["samples"]["aimtest_easy_vqa_mc"].items():
         assert nlls(s) == pytest.approx(nlls(runs[("fused", SHOTS)]["samples"]["aimtest_easy_vqa_mc"][doc_id]),
                                         rel=1e-5, abs=1e-5)
+
+
+def test_two_processes_give_the_one_process_samples(cli_run, tasks, tmp_path):
+    """lmms-eval's data parallelism (accelerate launch, 2 CPU processes, gloo), from an empty cache: the
+    processes convert the pocket's LLM once, build each task's bank together and give the samples of
+    one process."""
+    lmms_eval_cli(tasks, tmp_path, f"pretrained=pocket,method=fused,shots={SHOTS},select=random,seed=0", processes=2,
+                  cache="aim-cache-2")
+    assert len(os.listdir(tasks / "aim-cache-2" / "lmms-eval" / "banks")) == 2
+    two = read_run(tmp_path)
+    for doc_id, s in cli_run["samples"]["aimtest_easy_vqa"].items():
+        assert answer(two["samples"]["aimtest_easy_vqa"][doc_id]) == answer(s)
+        assert two["samples"]["aimtest_easy_vqa"][doc_id]["token_counts"] == s["token_counts"]
+    for doc_id, s in cli_run["samples"]["aimtest_easy_vqa_mc"].items():
+        assert nlls(two["samples"]["aimtest_easy_vqa_mc"][doc_id]) == pytest.approx(nlls(s), rel=1e-4, abs=1e-4)
 
 
 def test_demonstrations_cost_tokens_and_fused_ones_fewer(runs):

@@ -2,22 +2,29 @@
 import os
 
 import pytest
+import torch
 
 
 from aim.backbones.pocket import assets
 
 
-class _Fake:
+class _Config:
     def __init__(self, fail):
         self.fail = fail
-        self.config = type("C", (), {})()
-        self.config.quantization_config = 1
+        self.quantization_config = 1
 
     def save_pretrained(self, folder):
-        with open(os.path.join(folder, "model.safetensors"), "w") as f:
-            f.write("half")
         if self.fail:
-            raise KeyboardInterrupt  # killed in the middle of writing
+            raise KeyboardInterrupt  # killed in the middle of writing (the weights are written)
+        with open(os.path.join(folder, "config.json"), "w") as f:
+            f.write("{}")
+
+
+class _Fake(torch.nn.Linear):
+    def __init__(self, fail):
+        super().__init__(2, 2)
+        self.config = _Config(fail)
+        self.generation_config = None
 
 
 def _patch(monkeypatch, tmp_path, fail):
@@ -45,7 +52,7 @@ def test_conversion_then_reuse(monkeypatch, tmp_path):
     _patch(monkeypatch, tmp_path, fail=False)
     folder = assets.llm_folder()
     assert folder == str(tmp_path / assets.LLM_NAME)
-    assert sorted(os.listdir(folder)) == ["model.safetensors", "tokenizer.json"]
+    assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors", "tokenizer.json"]
     assert assets.llm_folder() == folder
 
 
@@ -91,4 +98,4 @@ def test_processes_starting_together_convert_the_llm_once(monkeypatch, tmp_path)
         t.join()
     assert errors == [] and folders == [str(tmp_path / assets.LLM_NAME)] * 2
     assert len(conversions) == 1
-    assert sorted(os.listdir(folders[0])) == ["model.safetensors", "tokenizer.json"]
+    assert sorted(os.listdir(folders[0])) == ["config.json", "model.safetensors", "tokenizer.json"]

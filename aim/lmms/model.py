@@ -40,7 +40,7 @@ from ..backbones import load_backbone
 from ..data.spec import load_records
 from ..errors import AimError
 from ..fusion import load_fuser
-from ..processes import processes
+from ..processes import group_processes
 from ..prompting import METHODS, assemble, prompt_body
 from ..storage import STORAGES
 from .demos import bank_folder, fewshot_split, records_digest, task_records, visual_of
@@ -84,7 +84,7 @@ class AimModel(lmms):
         self.method, self.shots, self.select, self.seed = method, shots, select, seed
         self.pool, self.pool_limit, self.storage = _none(pool), pool_limit, storage
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 8
-        procs = processes()
+        procs = group_processes()
         self._rank, self._world_size = procs.rank, procs.world
         device = _none(device) or ("cuda" if torch.cuda.is_available() else "cpu")
         self.backbone = load_backbone(backbone, device=procs.device(str(device)), dtype=dtype)
@@ -113,6 +113,7 @@ class AimModel(lmms):
             return self._fewshot[name]
         fuser = self.fuser or load_fuser("identity", self.backbone)
         fs = FewShot(self.backbone, fuser)
+        procs = group_processes()  # lmms-eval's process group exists once requests come
         if self._bank is not None:
             fs.open_bank(self._bank)
         else:
@@ -132,7 +133,14 @@ class AimModel(lmms):
                          storage=self.storage)
             folder = bank_folder(label, parts)
             logger.info("task %s: %d demonstrations, bank %s", name, len(records), folder)
-            fs.compress(records, folder, batch_size=self.batch_size, storage=self.storage, progress=self.rank == 0)
+            # lmms-eval's processes build the bank together (each fuses its share) and all read it
+            fs.compress(records, folder, batch_size=self.batch_size, storage=self.storage, progress=procs.main,
+                        procs=procs)
+        kind = "image" if self.select == "random" else self.select
+        if procs.main:  # the index file is written once (under the bank's lock), then read by the others
+            fs.index(kind)
+        procs.wait()
+        fs.index(kind)
         self._fewshot[name] = fs
         return fs
 

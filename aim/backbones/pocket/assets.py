@@ -49,8 +49,8 @@ def efficientnet_weights() -> str:
 
 
 def _complete(target: str) -> bool:
-    return os.path.isfile(os.path.join(target, "model.safetensors")) and os.path.isfile(
-        os.path.join(target, "tokenizer.json"))
+    return all(os.path.isfile(os.path.join(target, name))
+               for name in ("model.safetensors", "config.json", "tokenizer.json"))
 
 
 def llm_folder() -> str:
@@ -84,12 +84,28 @@ def _convert(target: str) -> None:
     model.hf_quantizer = None
     tmp = tempfile.mkdtemp(prefix=f".{LLM_NAME}.", dir=cache_dir())
     try:
-        model.save_pretrained(tmp)
+        # not model.save_pretrained: under a launcher (torch.distributed started) transformers writes
+        # nothing on ranks other than 0, and the process converting may be any rank
+        from safetensors.torch import save_file
+
+        state = model.state_dict()
+        if getattr(model.config, "tie_word_embeddings", False):  # the head is the embedding matrix
+            state.pop("lm_head.weight", None)
+        save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(tmp, "model.safetensors"),
+                  metadata={"format": "pt"})
+        model.config.save_pretrained(tmp)
+        if model.generation_config is not None:
+            model.generation_config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if os.path.isdir(target):  # an older, incomplete copy
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # a folder is there: never delete a complete copy another process may be reading
+            if not _complete(target):
+                shutil.rmtree(target)  # an older, incomplete copy
+                os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if os.path.isdir(tmp):
+        shutil.rmtree(tmp)
     logger.info("converted in %.1f s", time.perf_counter() - start)
