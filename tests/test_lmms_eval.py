@@ -87,6 +87,17 @@ metadata:
 '''
 
 
+@pytest.fixture(scope="module", autouse=True)
+def strict_images():
+    """lmms-eval sets PIL's ImageFile.LOAD_TRUNCATED_IMAGES on import (lmms_eval.api.task); the other
+    tests of this process expect truncated images to fail as aim's readers report them."""
+    from PIL import ImageFile
+
+    saved = ImageFile.LOAD_TRUNCATED_IMAGES
+    yield
+    ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
 def choices_of(record):
     """The answer's kind: yes/no, a shape or a colour."""
     for kind in (["yes", "no"], ["circle", "rectangle", "triangle"], COLORS):
