@@ -83,7 +83,8 @@ class KeyIndex:
     kind: ``flat`` (exact, ``IndexFlatIP``), ``ivf`` (``IndexIVFFlat``, inner product, trained on
     the first keys added or on ``train``), ``ivfpq`` (``IndexIVFPQ``: the same lists, each key
     product-quantized to ``pq_m`` bytes, for pools of tens of millions that a flat or IVF index
-    cannot hold in memory), ``hnsw`` (``IndexHNSWFlat``, inner product) or ``auto``
+    cannot hold in memory; its distances are approximate: re-rank its candidates by exact keys, as
+    benchmarks/ivfpq_rerank.py measures), ``hnsw`` (``IndexHNSWFlat``, inner product) or ``auto``
     (flat below 50k keys, else ivf; decided by ``expected_count`` or else by the first ``add``).
     The index is wrapped in ``IndexIDMap2``, so the ids live inside the index file. ``use_gpu``
     moves flat indexes to all GPUs when FAISS sees any (faiss-gpu builds only).
