@@ -115,6 +115,10 @@ class FewShot:
             self._indexes[kind] = index
         return self._indexes[kind]
 
+    def select_index(self, select: str) -> KeyIndex:
+        """The index a selection reads (random draws from the image index's ids)."""
+        return self.index("image" if select == "random" else select)
+
     def _query_keys(self, kind: str, images: Sequence[ImageLike], questions: Sequence[str]) -> np.ndarray:
         image = text = None
         if kind in ("image", "hybrid"):
@@ -139,7 +143,7 @@ class FewShot:
         position = {d: i for i, d in enumerate(ids)}
         excl = [[position[str(e)]] if str(e) in position else [] for e in exclude] if exclude else None
         kind = "image" if select == "random" else select
-        index = self.index(kind)
+        index = self.select_index(select)
         keys = self._query_keys(kind, images, questions) if select != "random" else np.zeros((len(images), index.dim),
                                                                                             dtype=np.float32)
         rows = select_demos(index, keys, shots, "random" if select == "random" else "similar", seed=seed,
@@ -157,15 +161,18 @@ class FewShot:
         images = [load_image(i) for i in images]
         chosen = self.demo_ids(images, questions, shots, select, seed, exclude) if shots and method != "zero" \
             else [[] for _ in questions]
-        if method == "fused":
-            batch = assemble(self.backbone, "fused", images, questions,
-                             fused=[[self.bank.fused(i) for i in row] for row in chosen])
-        else:
-            demos = [[self.demo(i, with_image=method == "raw") for i in row] for row in chosen]
-            batch = assemble(self.backbone, method, images, questions, demos=demos)
+        demos, fused = self.prompt_demos(chosen, method)
+        batch = assemble(self.backbone, method, images, questions, demos=demos, fused=fused)
         gens = self.backbone.generate(batch, max_new_tokens=max_new_tokens, num_beams=num_beams,
                                       length_penalty=length_penalty)
         return [Answer(g.text, g.prompt_tokens, row) for g, row in zip(gens, chosen)]
+
+    def prompt_demos(self, chosen: Sequence[Sequence[str]], method: str) -> tuple:
+        """Bank ids per query -> (Demos, fused tokens) as ``aim.prompting.assemble`` takes them for
+        ``method``: fused tokens for ``fused``, Demos (with images for ``raw``) otherwise."""
+        if method == "fused":
+            return None, [[self.bank.fused(i) for i in row] for row in chosen]
+        return [[self.demo(i, with_image=method == "raw") for i in row] for row in chosen], None
 
     def demo(self, demo_id: str, with_image: bool) -> Demo:
         """A bank demonstration as a ``Demo`` for raw (``with_image``) or text-only prompts."""

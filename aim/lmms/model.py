@@ -136,11 +136,10 @@ class AimModel(lmms):
             # lmms-eval's processes build the bank together (each fuses its share) and all read it
             fs.compress(records, folder, batch_size=self.batch_size, storage=self.storage, progress=procs.main,
                         procs=procs)
-        kind = "image" if self.select == "random" else self.select
         if procs.main:  # the index file is written once (under the bank's lock), then read by the others
-            fs.index(kind)
+            fs.select_index(self.select)
         procs.wait()
-        fs.index(kind)
+        fs.select_index(self.select)
         self._fewshot[name] = fs
         return fs
 
@@ -167,10 +166,7 @@ class AimModel(lmms):
         exclude = [f"{q[2]}-{q[1]}" for q in queries] if own in {q[2] for q in queries} else None
         chosen = fs.demo_ids(images, questions, shots, self.select, self.seed, exclude=exclude,
                              query_numbers=[q[1] for q in queries])
-        if self.method == "fused":
-            return "fused", images, questions, None, [[fs.bank.fused(d) for d in row] for row in chosen]
-        demos = [[fs.demo(d, with_image=self.method == "raw") for d in row] for row in chosen]
-        return self.method, images, questions, demos, None
+        return (self.method, images, questions, *fs.prompt_demos(chosen, self.method))
 
     def _groups(self, requests: list, key) -> "OrderedDict[tuple, list[int]]":
         """Request positions grouped by task (and ``key``), in batches of ``batch_size``."""
