@@ -564,6 +564,47 @@ def test_a_two_process_run_shares_the_lock_and_equals_one_process(tiny_hf_folder
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-4)
 
 
+def test_a_resume_point_is_renamed_only_after_every_process_saved(tmp_path):
+    """A slower process still writing its random_states_N.pkl must find state.tmp there (a CI run
+    once saw rank 1 fail because the main process had already renamed it to state)."""
+    import threading
+
+    from aim.training.loop import save_resume_point
+
+    barrier = threading.Barrier(2)
+
+    class Process:
+        def __init__(self, rank):
+            self.process_index, self.is_main_process = rank, rank == 0
+
+        def wait_for_everyone(self):
+            barrier.wait(timeout=30)
+
+        def save_state(self, folder):
+            os.makedirs(folder, exist_ok=True)
+            if self.process_index:
+                time.sleep(0.5)  # the slow one
+            with open(os.path.join(folder, f"random_states_{self.process_index}.pkl"), "wb") as f:
+                f.write(b"rng")
+
+    errors = []
+
+    def run(rank):
+        try:
+            save_resume_point(Process(rank), str(tmp_path), 2, 1.0)
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(repr(err))
+
+    threads = [threading.Thread(target=run, args=(rank,)) for rank in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert sorted(os.listdir(tmp_path)) == ["state"]
+    assert sorted(os.listdir(tmp_path / "state")) == ["progress.json", "random_states_0.pkl", "random_states_1.pkl"]
+
+
 def test_stored_images_are_fingerprinted_without_decoding_them():
     import io
 

@@ -69,6 +69,7 @@ def save_resume_point(accelerator, out: str, step: int, elapsed: float) -> None:
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_state(tmp)
+    accelerator.wait_for_everyone()  # every process's random_states_N.pkl is in tmp before it is renamed
     if accelerator.is_main_process:
         write_json(os.path.join(tmp, PROGRESS), {"step": step, "elapsed": elapsed})
         if os.path.isdir(final):
