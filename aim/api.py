@@ -51,7 +51,7 @@ class FewShot:
     def __init__(self, backbone: Backbone, fuser: Fuser, bank: Optional[DemoBank] = None, index_kind: str = "auto"):
         """``index_kind``: the FAISS index over the bank's keys (aim.retrieval.INDEX_KINDS): ``auto``
         (exact below 50,000 keys, IVF above), or ``flat``, ``ivf``, ``ivfpq`` (pools too large for
-        memory), ``hnsw``."""
+        memory: its candidates are re-ranked by the bank's exact keys, read row by row), ``hnsw``."""
         from .retrieval import INDEX_KINDS
 
         if index_kind not in INDEX_KINDS:
@@ -103,17 +103,23 @@ class FewShot:
                     logger.info("%s is a %s index, %s is asked for: rebuilding it", path, index.kind, self.index_kind)
                     index = None
             if index is None:
-                if kind == "hybrid":
-                    keys = hybrid_keys(self.bank.keys("image")[0].numpy(), self.bank.keys("text")[0].numpy())
-                else:
-                    keys = self.bank.keys(kind)[0].numpy()
-                index = KeyIndex.build(keys, np.arange(len(self.bank)), kind=self.index_kind)
+                # read a chunk of keys at a time: a pool of millions never holds every key in memory
+                index = KeyIndex.build_from(len(self.bank), self._exact_keys(kind), kind=self.index_kind)
                 name = f"index.{kind}.faiss"
                 with FolderLock(self.bank.folder, "bank"):  # the manifest is the bank's: one writer
                     index.save(os.path.join(self.bank.folder, name))
                     self.bank.record_index(kind, name, len(index))
+            if index.kind == "ivfpq":
+                index.exact_keys = self._exact_keys(kind)
             self._indexes[kind] = index
         return self._indexes[kind]
+
+    def _exact_keys(self, kind: str):
+        """Bank positions -> their exact keys of ``kind`` (hybrid: built from the image and text rows)."""
+        bank = self.bank
+        if kind == "hybrid":
+            return lambda rows: hybrid_keys(bank.key_rows("image", rows), bank.key_rows("text", rows))
+        return lambda rows: bank.key_rows(kind, rows)
 
     def select_index(self, select: str) -> KeyIndex:
         """The index a selection reads (random draws from the image index's ids)."""

@@ -30,6 +30,7 @@ import logging
 import os
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save
@@ -71,6 +72,7 @@ class DemoBank:
         self._index: Optional[dict[str, tuple[int, int]]] = None  # id -> (shard, row)
         self._meta: Optional[list[list[dict]]] = None
         self._verified: set[str] = set()  # files whose hash was checked in this process
+        self._key_maps: dict[str, list[np.ndarray]] = {}  # kind -> each shard's keys, memory-mapped
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -374,6 +376,43 @@ class DemoBank:
             raise BankError(f"bank {self.folder} has no {kind!r} keys (it has {self.manifest.get('key_kinds')})")
         parts = [self._handle(n).get_tensor(f"keys.{kind}") for n in range(len(self.manifest["shards"]))]
         return torch.cat(parts), self.ids()
+
+    def key_rows(self, kind: str, positions) -> np.ndarray:
+        """Keys of one kind at bank positions (M,) -> (M, d) float32, in the order asked. Only those
+        rows are read (the shards' key tensors are memory-mapped), so an IVF-PQ index re-ranks its
+        candidates by exact keys without holding every key in memory."""
+        if kind not in (self.manifest.get("key_kinds") or []):
+            raise BankError(f"bank {self.folder} has no {kind!r} keys (it has {self.manifest.get('key_kinds')})")
+        maps = self._key_maps.setdefault(kind, [])  # shards are only ever added at the end
+        maps += [self._key_map(n, kind) for n in range(len(maps), len(self.manifest["shards"]))]
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+        starts = np.cumsum([0] + [len(m) for m in maps])
+        if len(positions) and (positions.min() < 0 or positions.max() >= starts[-1]):
+            raise BankError(f"bank {self.folder} holds {starts[-1]} demonstrations; positions must lie in "
+                            f"0..{starts[-1] - 1}, got {positions.min()}..{positions.max()}")
+        width = maps[0].shape[1] if maps else 0
+        out = np.empty((len(positions), width), np.float32)
+        shard = np.searchsorted(starts, positions, side="right") - 1
+        for n in np.unique(shard):
+            where = np.flatnonzero(shard == n)
+            out[where] = maps[n][positions[where] - starts[n]]
+        return out
+
+    def _key_map(self, shard: int, kind: str) -> np.ndarray:
+        """A read-only memory map of one shard's ``keys.<kind>`` tensor (safetensors layout: an
+        8-byte little-endian header length, a JSON header with each tensor's dtype, shape and byte
+        range, then the data)."""
+        self._handle(shard)  # the shard's SHA-256 is checked on its first read
+        path = os.path.join(self.folder, self.manifest["shards"][shard]["file"])
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            entry = json.loads(f.read(size)).get(f"keys.{kind}")
+        if entry is None or entry["dtype"] != "F32" or len(entry["shape"]) != 2:
+            raise BankError(f"bank {self.folder}: {path} holds no float32 keys.{kind} matrix; {REBUILD}")
+        begin, _ = entry["data_offsets"]
+        if entry["shape"][0] == 0:
+            return np.zeros(tuple(entry["shape"]), np.float32)
+        return np.memmap(path, dtype="<f4", mode="r", offset=8 + size + begin, shape=tuple(entry["shape"]))
 
     # ------------------------------------------------------------------ retrieval indexes
     def index_path(self, kind: str) -> Optional[str]:

@@ -232,8 +232,8 @@ def _parsed(parser: str, *args):
 @click.option("--index", "index_kind", default="auto", show_default=True,
               type=click.Choice(["auto", "flat", "ivf", "ivfpq", "hnsw"]),
               help="FAISS index over the bank's keys: auto (exact below 50,000 keys, IVF above), or ivfpq for pools "
-                   "too large for memory (64-byte codes; approximate: at 1M clustered keys it finds 0.19 of the "
-                   "exact top 16, docs/scaling.md).")
+                   "too large for memory (64-byte codes; its 64 x k candidates are re-ranked by the bank's exact "
+                   "keys, read from disk row by row: the exact top 16 at 1M keys, docs/scaling.md).")
 @click.option("--limit", type=int, default=None, help="Only the first N questions of the dataset.")
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--max-new-tokens", default=10, show_default=True, help="Answer budget in tokens.")

@@ -98,3 +98,34 @@ def test_the_bank_index_kind_can_be_chosen(tmp_path):
         kinds.append((index.kind, fs.bank.manifest["indexes"]["image"]["count"]))
         assert len(fs.demo_ids([None], ["q"], 5, "random", seed=1)[0]) == 5
     assert kinds == [("ivfpq", 600), ("ivfpq", 600), ("flat", 600)]
+
+
+def test_an_ivfpq_bank_index_returns_exact_search(tmp_path):
+    """FewShot(index_kind="ivfpq") re-ranks IVF-PQ's candidates by the bank's exact keys (image and
+    hybrid), so on clustered keys, where IVF-PQ alone misses many of the exact top 8, it selects the
+    demonstrations an exact flat index selects."""
+    import numpy as np
+
+    from aim.api import FewShot
+    from aim.bank import DemoBank
+    from aim.retrieval import hybrid_keys, recall_at_k
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((20, 576), dtype=np.float32)
+    image = centres[rng.integers(0, 20, 3000)] + 0.6 * rng.standard_normal((3000, 576), dtype=np.float32)
+    text = rng.standard_normal((3000, 384), dtype=np.float32)
+    bank = DemoBank.create(str(tmp_path), {"family": "toy"}, {"kind": "toy"}, 4)
+    for lo in range(0, 3000, 1000):  # three shards
+        ids = [f"d{i}" for i in range(lo, lo + 1000)]
+        bank.append(ids, [torch.zeros(1, 4)] * 1000, [{"question": "q", "answers": ["a"]}] * 1000,
+                    {"image": torch.from_numpy(image[lo:lo + 1000]), "text": torch.from_numpy(text[lo:lo + 1000])})
+    queries = {"image": image[:40] + 0.3 * rng.standard_normal((40, 576), dtype=np.float32)}
+    queries["hybrid"] = hybrid_keys(queries["image"], text[:40])
+    for kind in ("image", "hybrid"):
+        exact = FewShot(None, None, DemoBank.open(str(tmp_path)), index_kind="flat").index(kind)
+        pq = FewShot(None, None, DemoBank.open(str(tmp_path)), index_kind="ivfpq").index(kind)
+        _, want = exact.search(queries[kind], 8)
+        _, got = pq.search(queries[kind], 8)
+        assert pq.kind == "ivfpq" and recall_at_k(got, want) == 1.0
+        pq.exact_keys = None
+        assert recall_at_k(pq.search(queries[kind], 8)[1], want) < 0.9

@@ -37,6 +37,25 @@ def test_round_trip_across_shards(tmp_path):
     assert manifest["count"] == 5 and manifest["tokens"] == sum(f.shape[0] for f in a[1] + b[1])
 
 
+def test_key_rows_read_the_rows_asked_for_across_shards(tmp_path):
+    """``key_rows`` (what an IVF-PQ index re-ranks by) equals ``keys`` at any positions, in any order,
+    across shards and after an append; a position outside the bank is a clear error."""
+    import numpy as np
+
+    bank = DemoBank.create(str(tmp_path), BACKBONE, FUSER, 8)
+    bank.append(*shard(0, 3))
+    bank.append(*shard(3, 4))
+    positions = [6, 0, 3, 3, 2, 5]
+    np.testing.assert_array_equal(bank.key_rows("image", positions), bank.keys("image")[0].numpy()[positions])
+    bank.append(*shard(7, 2))  # the bank grew after its keys were mapped
+    np.testing.assert_array_equal(bank.key_rows("image", [8, 1]), bank.keys("image")[0].numpy()[[8, 1]])
+    assert bank.key_rows("image", []).shape == (0, 5)
+    with pytest.raises(BankError, match=r"holds 9 demonstrations; positions must lie in 0..8, got 0..9"):
+        bank.key_rows("image", [0, 9])
+    with pytest.raises(BankError, match="has no 'text' keys"):
+        bank.key_rows("text", [0])
+
+
 def test_foreign_backbone_or_fuser_is_refused(tmp_path):
     DemoBank.create(str(tmp_path), BACKBONE, FUSER, 8).append(*shard(0, 2))
     other = dict(BACKBONE, model="llava-hf/llava-1.5-7b-hf")

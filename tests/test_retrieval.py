@@ -101,6 +101,61 @@ def test_ivfpq_stores_a_key_in_pq_m_bytes_and_finds_near_duplicates(tmp_path):
         KeyIndex(576, "ivfpq", nlist=283).train(keys[:100])
 
 
+def clustered_keys(n, d, centres, seed):
+    """Keys near a few centres (as image keys of one domain are): the case IVF-PQ alone ranks badly."""
+    rng = np.random.default_rng(seed)
+    middle = rng.standard_normal((centres, d), dtype=np.float32)
+    return middle[rng.integers(0, centres, n)] + 0.6 * rng.standard_normal((n, d), dtype=np.float32)
+
+
+def test_ivfpq_reranked_by_exact_keys_returns_exact_search(tmp_path):
+    """IVF-PQ's top 10 on clustered keys miss many of the exact top 10; with ``exact_keys`` it asks
+    for rerank x 10 candidates, re-ranks them by exact cosine, and returns flat's ids and scores,
+    reading only the candidates' rows; exclusions still hold, and a saved index keeps ``rerank``."""
+    keys, queries = clustered_keys(6000, 576, 30, seed=6), clustered_keys(40, 576, 30, seed=6)[::-1].copy()
+    queries += 0.3 * random_keys(40, 576, seed=7)
+    flat = KeyIndex.build(keys, kind="flat")
+    want_scores, want = flat.search(queries, 10)
+    index = KeyIndex.build(keys, kind="ivfpq", nprobe=32)
+    _, alone = index.search(queries, 10)
+    assert recall_at_k(alone, want) < 0.9
+    asked = []
+    index.exact_keys = lambda ids: asked.append(len(ids)) or keys[ids]
+    scores, got = index.search(queries, 10)
+    # the same hits (sets: numpy and FAISS may round two near-equal scores into either order)
+    assert recall_at_k(got, want) == 1.0
+    np.testing.assert_allclose(scores, want_scores, rtol=0, atol=1e-5)
+    assert 0 < max(asked) <= 32 * 10 * 64  # a block of queries' candidates, never the whole pool at once
+    _, kept = index.search(queries[:3], 5, exclude_ids=[want[0, 0], [], want[2, :2].tolist()])
+    assert recall_at_k(kept, np.array([want[0, 1:6], want[1, :5], want[2, 2:7]])) == 1.0
+    index.rerank = 1  # only FAISS's own top 10, re-ordered: no better than alone
+    _, few = index.search(queries, 10)
+    assert set(few[0]) == set(alone[0])
+    index.save(tmp_path / "pq.faiss")
+    assert KeyIndex.load(tmp_path / "pq.faiss").rerank == 1
+    index.exact_keys = lambda ids: keys[ids][:, :8]
+    with pytest.raises(AimError, match=r"exact_keys returned \(.*, 8\) for .* ids; it must return one 576-d key"):
+        index.search(queries, 10)
+    with pytest.raises(AimError, match="rerank must be at least 1"):
+        KeyIndex(576, "ivfpq", rerank=0)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivfpq", "hnsw"])
+def test_an_index_built_a_chunk_at_a_time_equals_one_built_at_once(pool, kind):
+    """``build_from`` (how FewShot indexes a bank) reads keys a chunk at a time and trains on the
+    sample ``build`` takes, so both give the same index."""
+    keys, _, queries = pool
+    params = {"nlist": 40, "train_size": 1000}  # 2,000 keys: IVF and IVF-PQ train on a sample
+    asked = []
+    chunked = KeyIndex.build_from(len(keys), lambda rows: asked.append(len(rows)) or keys[rows], kind=kind, chunk=300,
+                                  **params)
+    assert chunked.kind == kind and max(asked) <= 1000
+    np.testing.assert_array_equal(chunked.ids, np.arange(len(keys)))
+    assert_same_results(KeyIndex.build(keys, kind=kind, **params).search(queries, 10), chunked.search(queries, 10))
+    with pytest.raises(AimError, match="no keys to index"):
+        KeyIndex.build_from(0, lambda rows: keys[rows])
+
+
 def test_recall_at_k():
     exact = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
     assert recall_at_k(exact[:, ::-1], exact) == 1.0
@@ -128,7 +183,7 @@ def test_save_load_round_trip(pool, tmp_path, kind):
     loaded = KeyIndex.load(tmp_path / "keys.faiss")
     assert loaded.kind == kind and loaded.parameters() == index.parameters()
     assert loaded.parameters() == {"flat": {}, "ivf": {"nlist": index.nlist, "nprobe": 7},
-                                   "ivfpq": {"nlist": index.nlist, "nprobe": 7, "pq_m": 32},
+                                   "ivfpq": {"nlist": index.nlist, "nprobe": 7, "pq_m": 32, "rerank": 64},
                                    "hnsw": {"hnsw_m": 32, "ef_construction": 80, "ef_search": 33}}[kind]
     assert_same_results(index.search(queries, 10), loaded.search(queries, 10))
 
