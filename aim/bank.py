@@ -392,10 +392,15 @@ class DemoBank:
                             f"0..{starts[-1] - 1}, got {positions.min()}..{positions.max()}")
         width = maps[0].shape[1] if maps else 0
         out = np.empty((len(positions), width), np.float32)
-        shard = np.searchsorted(starts, positions, side="right") - 1
-        for n in np.unique(shard):
-            where = np.flatnonzero(shard == n)
-            out[where] = maps[n][positions[where] - starts[n]]
+        ordered = bool(np.all(positions[1:] >= positions[:-1]))
+        order = None if ordered else np.argsort(positions, kind="stable")
+        sorted_positions = positions if ordered else positions[order]
+        bounds = np.searchsorted(sorted_positions, starts)  # each shard's rows are one run of them
+        for n, rows in enumerate(maps):
+            lo, hi = bounds[n], bounds[n + 1]
+            if lo < hi:
+                where = slice(lo, hi) if ordered else order[lo:hi]
+                out[where] = rows[sorted_positions[lo:hi] - starts[n]]
         return out
 
     def _key_map(self, shard: int, kind: str) -> np.ndarray:
@@ -412,7 +417,8 @@ class DemoBank:
         begin, _ = entry["data_offsets"]
         if entry["shape"][0] == 0:
             return np.zeros(tuple(entry["shape"]), np.float32)
-        return np.memmap(path, dtype="<f4", mode="r", offset=8 + size + begin, shape=tuple(entry["shape"]))
+        mapped = np.memmap(path, dtype="<f4", mode="r", offset=8 + size + begin, shape=tuple(entry["shape"]))
+        return mapped.view(np.ndarray)  # the same mapping, without memmap's per-index overhead
 
     # ------------------------------------------------------------------ retrieval indexes
     def index_path(self, kind: str) -> Optional[str]:

@@ -90,8 +90,9 @@ class KeyIndex:
     product-quantized to ``pq_m`` bytes, for pools of tens of millions that a flat or IVF index
     cannot hold in memory; its distances are approximate, so given ``exact_keys`` (a function from
     ids to their exact keys, ``DemoBank.key_rows`` for a bank: only the rows asked for are read)
-    it asks for ``rerank`` x k candidates and re-ranks them by exact cosine), ``hnsw`` (``IndexHNSWFlat``, inner product) or ``auto``
-    (flat below 50k keys, else ivf; decided by ``expected_count`` or else by the first ``add``).
+    it asks for ``rerank`` x k candidates and re-ranks them by exact cosine), ``hnsw``
+    (``IndexHNSWFlat``, inner product) or ``auto`` (flat below 50k keys, else ivf; decided by
+    ``expected_count`` or else by the first ``add``).
     The index is wrapped in ``IndexIDMap2``, so the ids live inside the index file. ``use_gpu``
     moves flat indexes to all GPUs when FAISS sees any (faiss-gpu builds only).
     """
@@ -227,6 +228,8 @@ class KeyIndex:
         if count <= 0:
             raise AimError("no keys to index; add demonstrations first")
         dim = np.asarray(key_rows(np.zeros(1, np.int64))).shape[1]
+        if params.get("nlist") is None:  # as train() would pick from all the keys, not the sample
+            params["nlist"] = default_nlist(count)
         index = cls(dim, resolve_kind(kind, count), **params)
         if index.kind in ("ivf", "ivfpq"):
             index.train(key_rows(training_sample(count, index.train_size)))
@@ -328,7 +331,8 @@ class KeyIndex:
             found = block >= 0
             column = np.broadcast_to(np.arange(len(qs))[:, None], block.shape)[found]
             part = np.full(block.shape, -np.inf, np.float32)
-            part[found] = (rows @ qs.T)[inverse.reshape(-1), column]
+            norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))  # cosine without a normalised copy of the rows
+            part[found] = ((rows @ qs.T) / np.maximum(norms, 1e-12)[:, None])[inverse.reshape(-1), column]
             exact[lo:lo + RERANK_BLOCK] = part
         order = np.argsort(-exact, axis=1, kind="stable")[:, :fetch]
         return np.take_along_axis(exact, order, 1), np.take_along_axis(wide, order, 1)
@@ -338,7 +342,7 @@ class KeyIndex:
         if rows.shape != (len(ids), self.dim):
             raise AimError(f"exact_keys returned {rows.shape} for {len(ids)} ids; it must return one "
                            f"{self.dim}-d key per id, in the order asked")
-        return l2_normalize(rows)
+        return rows
 
     # ----------------------------------------------------------------- files
     def save(self, path: Union[str, Path]) -> None:

@@ -145,7 +145,7 @@ def test_an_index_built_a_chunk_at_a_time_equals_one_built_at_once(pool, kind):
     """``build_from`` (how FewShot indexes a bank) reads keys a chunk at a time and trains on the
     sample ``build`` takes, so both give the same index."""
     keys, _, queries = pool
-    params = {"nlist": 40, "train_size": 1000}  # 2,000 keys: IVF and IVF-PQ train on a sample
+    params = {"train_size": 1000}  # 2,000 keys: IVF and IVF-PQ train on a sample (nlist: by the 2,000)
     asked = []
     chunked = KeyIndex.build_from(len(keys), lambda rows: asked.append(len(rows)) or keys[rows], kind=kind, chunk=300,
                                   **params)
