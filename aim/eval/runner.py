@@ -384,12 +384,13 @@ class IclEval:
                                          cell.shots, self.config.select, cell.seed,
                                          exclude=[chunk[i][1].id for i in from_bank] if self.exclude_self else None,
                                          query_numbers=[chunk[i][0] for i in from_bank])
-            for i, row in zip(from_bank, chosen):
+            bank_demos, bank_fused = self.fewshot.prompt_demos(chosen, cell.method)
+            for j, (i, row) in enumerate(zip(from_bank, chosen)):
                 ids[i] = row
                 if fused_method:
-                    fused[i] = [self.fewshot.bank.fused(d) for d in row]
+                    fused[i] = bank_fused[j]
                 else:
-                    demos[i] = [self.fewshot.demo(d, with_image=raw) for d in row]
+                    demos[i] = bank_demos[j]
         episodes = [i for i in range(n) if i not in set(from_bank)]
         for i in episodes:
             own = episode_demos(chunk[i][1], cell.shots, cell.seed)
