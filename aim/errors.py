@@ -26,6 +26,10 @@ class FusionMismatchError(AimError):
     """A fuser checkpoint was made for another backbone (model, revision, dtype, size or layer)."""
 
 
+class VectorMismatchError(AimError):
+    """A vector checkpoint (in-context or task vectors) was made for another backbone."""
+
+
 class BankError(AimError):
     """A bank folder that is missing, damaged, or made for another backbone or fuser."""
 

@@ -30,20 +30,21 @@ class TrainSequence:
 
 
 class RecordSequences:
-    """Random groups of 1 to ``max_shots`` demonstrations and a query, drawn from records."""
+    """Random groups of ``min_shots`` to ``max_shots`` demonstrations and a query, drawn from records."""
 
-    def __init__(self, spec: str, max_shots: int, limit: Optional[int] = None):
+    def __init__(self, spec: str, max_shots: int, limit: Optional[int] = None, min_shots: int = 1):
         from ..data.spec import load_records
 
         self.records = load_records(spec, limit)
-        self.max_shots = max_shots
+        self.min_shots, self.max_shots = min(min_shots, max_shots), max_shots
         if len(self.records) < max_shots + 1:
             raise AimError(f"{spec}: {len(self.records)} records, fewer than max_shots + 1 = {max_shots + 1} "
                            "needed for one training sequence")
-        self.description = f"{spec}: random sequences of 1-{max_shots} demonstrations and a query"
+        self.description = f"{spec}: random sequences of {self.min_shots}-{max_shots} demonstrations and a query"
 
     def sample(self, rng: np.random.Generator) -> TrainSequence:
-        picks = rng.choice(len(self.records), size=int(rng.integers(1, self.max_shots + 1)) + 1, replace=False)
+        size = int(rng.integers(self.min_shots, self.max_shots + 1)) + 1
+        picks = rng.choice(len(self.records), size=size, replace=False)
         recs = [self.records[i] for i in picks]
         demos = [Demo(load_image(r.image), r.question, r.answer) for r in recs[:-1]]
         return TrainSequence(demos, load_image(recs[-1].image), recs[-1].question, recs[-1].answer)
@@ -69,9 +70,11 @@ class DocumentSequences:
         return TrainSequence(demos, pairs[-1][0], DOCUMENT_QUESTION, pairs[-1][1])
 
 
-def sequence_source(data: Optional[str], backbone, seed: int, max_shots: int, limit: Optional[int] = None):
+def sequence_source(data: Optional[str], backbone, seed: int, max_shots: int, limit: Optional[int] = None,
+                    min_shots: int = 1):
     """The source ``data`` names: None (or ``FAMILY-episodes``) for the backbone's own training data,
-    interleaved documents (``documents:PATH``, or a JSONL of documents), or a record dataset spec."""
+    interleaved documents (``documents:PATH``, or a JSONL of documents), or a record dataset spec
+    (``min_shots`` to ``max_shots`` demonstrations a sequence; the other sources draw their own counts)."""
     from ..data.documents import is_documents
 
     if data is None or data == f"{backbone.family}-episodes":
@@ -82,4 +85,4 @@ def sequence_source(data: Optional[str], backbone, seed: int, max_shots: int, li
         return own
     if data.startswith("documents:") or is_documents(data):
         return DocumentSequences(data, max_shots, limit)
-    return RecordSequences(data, max_shots, limit)
+    return RecordSequences(data, max_shots, limit, min_shots)

@@ -1,0 +1,92 @@
+"""Training vectors on a frozen backbone (``aim train vectors``), as LIVE trains its in-context vector.
+
+A training sequence is k demonstrations and a query with its answer (aim/training/sequences.py: the
+task's training split as a dataset spec, or the backbone's own sequences). The teacher is the
+backbone reading the k raw demonstrations (images and texts) before the query, without vectors; the
+student is the backbone reading the query alone with the vectors attached. The loss at the
+answer's tokens is ``kl_weight * T^2 * KL(teacher_T || student_T) + ce_weight * CE(answer)``
+(LIVE: KL over the query's tokens plus 0.5 x the language-model loss of the query). The loop is the
+shared one (aim/training/loop.py); only the vectors and their weights train.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate.utils import set_seed
+from torch import nn
+
+from ..errors import AimError
+from ..training.log import plot_loss
+from ..training.loop import fit
+from ..training.loss import AnswerLoss, answer_prompts, target_logits
+from ..training.sequences import TrainSequence, sequence_source
+from .config import VectorTrainConfig
+from .model import VectorModule, method_class
+
+
+class VectorTraining(nn.Module):
+    """The vectors with the distillation loss as their forward (what accelerate wraps)."""
+
+    def __init__(self, backbone, vectors: VectorModule, cfg: VectorTrainConfig):
+        super().__init__()
+        self.vectors = vectors
+        self.kl_weight, self.ce_weight, self.temperature = cfg.kl_weight, cfg.ce_weight, cfg.temperature
+        object.__setattr__(self, "backbone", backbone)
+
+    def forward(self, seqs: list[TrainSequence]) -> AnswerLoss:
+        bb = self.backbone
+        targets = [" " + s.target for s in seqs]
+        teacher = None
+        if self.kl_weight:
+            with torch.no_grad():
+                teacher = target_logits(bb, answer_prompts(
+                    bb, [bb.raw_icl_body(s.demos, s.image, s.question) for s in seqs], targets))
+        with self.vectors.attached(bb):
+            student = target_logits(bb, answer_prompts(bb, [bb.query_body(s.image, s.question) for s in seqs], targets))
+        T = self.temperature
+        losses = []
+        for i, (logits, labels) in enumerate(student):
+            loss = self.ce_weight * F.cross_entropy(logits, labels) if self.ce_weight else logits.new_zeros(())
+            if teacher is not None:
+                t_logits, t_labels = teacher[i]
+                if not torch.equal(t_labels, labels):
+                    raise AimError("teacher and student answers tokenized differently; use --kl-weight 0")
+                kl = F.kl_div(F.log_softmax(logits / T, -1), F.log_softmax(t_logits / T, -1), log_target=True,
+                              reduction="batchmean")
+                loss = loss + self.kl_weight * T * T * kl
+            losses.append(loss)
+        losses = torch.stack(losses)
+        tokens = torch.tensor([len(lb) for _, lb in student], dtype=losses.dtype, device=losses.device)
+        return AnswerLoss(losses, tokens, [bool(lg[0].argmax() == lb[0]) for lg, lb in student])
+
+
+def train_vectors(backbone, cfg: VectorTrainConfig) -> str:
+    """Train (or resume) vectors for the frozen ``backbone``; returns the output folder."""
+    for module in (backbone.decoder, backbone.lm_head):
+        for p in module.parameters():
+            p.requires_grad_(False)
+    source = sequence_source(cfg.data, backbone, cfg.seed, cfg.shots, cfg.limit, min_shots=cfg.shots)
+    set_seed(cfg.seed)
+    vectors = method_class(cfg.vector.method).for_backbone(backbone, cfg.vector)
+    model = VectorTraining(backbone, vectors, cfg)
+    groups = [{"params": [p for n, p in vectors.named_parameters() if n != "alpha"], "lr": cfg.lr},
+              {"params": [vectors.alpha], "lr": cfg.alpha_lr}]
+    val = [source.sample(np.random.default_rng([cfg.seed, 10**6, i])) for i in range(cfg.val_examples)]
+    done = fit(cfg, model, groups, lambda rng, n: [source.sample(rng) for _ in range(n)], val,
+               device=str(backbone.device), desc=f"train vectors ({cfg.vector.method})", validate_first=True)
+    if done.accelerator.is_main_process:
+        vectors.config.training = {
+            "objective": f"{cfg.kl_weight} x T^2 KL(raw {cfg.shots}-shot prompt || query with vectors) + "
+                         f"{cfg.ce_weight} x answer cross-entropy, T={cfg.temperature}",
+            "data": source.description, "shots": cfg.shots, "config": dataclasses.asdict(cfg),
+            "steps_done": done.step, "minutes": done.minutes,
+            "examples_read": done.step * cfg.batch_size * done.accelerator.num_processes,
+        }
+        vectors.save_pretrained(cfg.out)
+        plot_loss(os.path.join(cfg.out, "log.jsonl"), os.path.join(cfg.out, "loss.png"),
+                  f"{cfg.vector.method} vectors: distillation loss")
+    return cfg.out

@@ -1,0 +1,162 @@
+"""Vector methods (aim/vectors): LIVE-style per-layer shift vectors act through forward hooks on any
+backbone's decoder layers, leave it unchanged when removed, answer exactly as zero-shot when zero,
+round-trip through their folder, refuse another backbone and train on the shared loop."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import aim
+from aim.errors import ConfigError, VectorMismatchError
+from aim.vectors import LiveVectors, VectorConfig, VectorTrainConfig, decoder_layers, load_vectors, train_vectors
+
+
+@pytest.fixture(scope="module")
+def backbone(tiny_hf_folders, single_thread_torch):
+    return aim.load_backbone(tiny_hf_folders("llava"))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pool")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+        rows.append({"question_id": i, "image": f"{i}.png", "question": "what colour?", "answers": [["red", "blue"][i % 2]]})
+    path = folder / "pool.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def query(backbone, tiny_images):
+    return backbone.zero_shot_prompts(tiny_images[:2], ["what is it?", "which colour?"])
+
+
+def live(backbone, scale=1.0, seed=0):
+    torch.manual_seed(seed)
+    vectors = LiveVectors.for_backbone(backbone, VectorConfig(init_std=scale, alpha_init=1.0))
+    return vectors
+
+
+def test_every_family_exposes_its_llm_layers(tiny_hf_backbone, tiny_images):
+    layers = decoder_layers(tiny_hf_backbone)
+    assert len(layers) == 2  # the tiny language models' num_hidden_layers (vision towers have their own)
+    batch = query(tiny_hf_backbone, tiny_images)
+    plain = tiny_hf_backbone.next_token_logits(batch)
+    with live(tiny_hf_backbone).attached(tiny_hf_backbone):
+        shifted = tiny_hf_backbone.next_token_logits(batch)
+    assert not torch.allclose(plain, shifted)
+    assert torch.equal(plain, tiny_hf_backbone.next_token_logits(batch))  # hooks gone
+
+
+def test_removed_hooks_leave_the_model_unchanged_even_after_an_error(backbone, tiny_images):
+    batch = query(backbone, tiny_images)
+    before = backbone.next_token_logits(batch)
+    vectors = live(backbone)
+    with pytest.raises(RuntimeError, match="stop"):
+        with vectors.attached(backbone):
+            raise RuntimeError("stop")
+    assert torch.equal(before, backbone.next_token_logits(batch))
+    assert all(not layer._forward_hooks for layer in decoder_layers(backbone))
+
+
+def test_zero_vectors_answer_exactly_as_zero_shot(backbone, tiny_images):
+    batch = query(backbone, tiny_images)
+    vectors = live(backbone, scale=0.0)
+    assert not vectors.vectors.any()
+    plain_logits, plain = backbone.next_token_logits(batch), backbone.generate(batch, max_new_tokens=6)
+    with vectors.attached(backbone):
+        assert torch.equal(plain_logits, backbone.next_token_logits(batch))
+        assert backbone.generate(batch, max_new_tokens=6) == plain
+    vectors.alpha.data.zero_()  # a zero weight on non-zero vectors is zero too
+    vectors.vectors.data.normal_()
+    with vectors.attached(backbone):
+        assert torch.equal(plain_logits, backbone.next_token_logits(batch))
+
+
+def test_the_shift_keeps_each_state_norm(backbone):
+    vectors = live(backbone)
+    h = torch.randn(2, 5, backbone.hidden_size)
+    out = vectors.shift(0, h)
+    assert torch.allclose(out.norm(dim=-1), h.norm(dim=-1), rtol=1e-5)
+    assert not torch.allclose(out, h)
+
+
+def test_save_and_load_round_trip(backbone, tiny_images, tmp_path):
+    vectors = live(backbone)
+    vectors.save_pretrained(str(tmp_path / "v"))
+    config = json.loads((tmp_path / "v" / "vector_config.json").read_text())
+    assert config["method"] == "live" and config["backbone"]["model"] == backbone.model_id
+    loaded = load_vectors(str(tmp_path / "v"), backbone)
+    assert isinstance(loaded, LiveVectors)
+    assert torch.equal(loaded.vectors, vectors.vectors) and torch.equal(loaded.alpha, vectors.alpha)
+    batch = query(backbone, tiny_images)
+    with vectors.attached(backbone):
+        a = backbone.next_token_logits(batch)
+    with loaded.attached(backbone):
+        assert torch.equal(a, backbone.next_token_logits(batch))
+
+
+def test_another_backbone_is_refused(backbone, tiny_hf_folders, tmp_path):
+    live(backbone).save_pretrained(str(tmp_path / "v"))
+    other = aim.load_backbone(tiny_hf_folders("qwen2_vl"))
+    with pytest.raises(VectorMismatchError, match="made for backbone llava.*this backbone is qwen2_vl"):
+        load_vectors(str(tmp_path / "v"), other)
+
+
+def test_bad_folders_and_configs_are_clear(backbone, tmp_path):
+    with pytest.raises(aim.errors.AimError, match="does not exist.*aim train vectors"):
+        load_vectors(str(tmp_path / "nowhere"))
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "vector_config.json").write_text(json.dumps({"method": "mystery"}))
+    with pytest.raises(aim.errors.AimError, match="unknown method 'mystery'"):
+        load_vectors(str(tmp_path / "v"))
+    with pytest.raises(ConfigError, match="not bound to a backbone"):
+        LiveVectors(VectorConfig())
+    with pytest.raises(ConfigError, match="--shots must be >= 1"):
+        VectorTrainConfig(shots=0)
+
+
+def config(out, dataset, **kw):
+    base = dict(out=str(out), data=dataset, steps=3, batch_size=2, grad_accum=1, shots=3, val_examples=2,
+                eval_every=3, save_every=2, log_every=1, warmup=1, lr=1e-2)
+    base.update(kw)
+    return VectorTrainConfig(**base)
+
+
+def test_training_moves_only_the_vectors_and_records_how(backbone, dataset, tmp_path):
+    before = {n: p.clone() for n, p in backbone.decoder.named_parameters()}
+    from accelerate.utils import set_seed
+
+    set_seed(0)  # the trainer's seed: its starting vectors
+    start = LiveVectors.for_backbone(backbone)
+    out = train_vectors(backbone, config(tmp_path, dataset))
+    vectors = load_vectors(out, backbone)
+    assert not torch.equal(vectors.vectors, start.vectors)
+    assert not torch.equal(vectors.alpha, start.alpha) and torch.all(start.alpha == 0.1)  # the weights trained too
+    assert vectors.config.training["shots"] == 3 and "3-3 demonstrations" in vectors.config.training["data"]
+    assert vectors.config.training["examples_read"] == 6
+    assert all(torch.equal(p, before[n]) for n, p in backbone.decoder.named_parameters())
+    log = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
+    assert [r["step"] for r in log if "val_loss" in r] == [0, 3]
+    assert all(np.isfinite(r["loss"]) for r in log if "loss" in r)
+
+
+def test_resume_gives_the_same_vectors(backbone, dataset, tmp_path, interrupt_after):
+    whole = load_vectors(train_vectors(backbone, config(tmp_path / "whole", dataset)), backbone)
+    restore = interrupt_after(2)
+    with pytest.raises(KeyboardInterrupt):
+        train_vectors(backbone, config(tmp_path / "cut", dataset))
+    restore()
+    resumed = load_vectors(train_vectors(backbone, config(tmp_path / "cut", dataset)), backbone)
+    assert torch.allclose(whole.vectors, resumed.vectors, atol=1e-6)
+    assert torch.allclose(whole.alpha, resumed.alpha, atol=1e-6)
+
+
+def test_ce_only_training_needs_no_teacher(backbone, dataset, tmp_path):
+    out = train_vectors(backbone, config(tmp_path, dataset, kl_weight=0.0, steps=2, eval_every=2))
+    assert "0.0 x T^2 KL" in load_vectors(out, backbone).config.training["objective"]
