@@ -3,6 +3,8 @@
     fs = aim.FewShot.from_pretrained("pocket", fuser="identity")
     fs.compress(aim.load_records("easy-vqa:train", 2000), "banks/easy-vqa")   # or fs.open_bank(folder)
     answers = fs.generate([image], ["what shape is this?"], shots=16, select="image")
+    fs.use_vectors("runs/live")                      # from `aim train vectors`
+    answers = fs.generate([image], ["what shape is this?"], method="live")
 
 A thin face over the pieces: backbone (reads and answers), fuser (fused tokens), DemoBank (disk),
 KeyIndex (FAISS retrieval over the bank's keys) and prompt assembly. One id space: the index's ids
@@ -63,6 +65,17 @@ class FewShot:
         self.records: dict[str, Record] = {}
         self._indexes: dict[str, KeyIndex] = {}
         self._text: Optional[TextEmbedder] = None
+        #: vector method -> its module (``use_vectors``): answers with ``method=`` that name
+        self.vectors: dict = {}
+
+    def use_vectors(self, folder: str):
+        """Load a vector folder (``aim train vectors``) made for this backbone; ``generate(method=...)``
+        with its method name then answers the query alone with the vectors attached."""
+        from .vectors import load_vectors
+
+        module = load_vectors(folder, self.backbone)
+        self.vectors[module.config.method] = module
+        return module
 
     @classmethod
     def from_pretrained(cls, backbone: str = "pocket", fuser: Optional[str] = None, bank: Optional[str] = None,
@@ -162,9 +175,21 @@ class FewShot:
                  exclude: Optional[Sequence] = None, num_beams: int = 1,
                  length_penalty: float = 1.0) -> list[Answer]:
         """Answer each (image, question) with ``shots`` demonstrations from the bank. ``method``:
-        fused (the bank's fused tokens), raw (the demonstrations' images and texts), text, or zero.
+        fused (the bank's fused tokens), raw (the demonstrations' images and texts), text, zero, or a
+        vector method (``live``: the query alone with the vectors of ``use_vectors``; no bank needed).
         Greedy decoding, or beam search with ``num_beams`` > 1 (``Backbone.beam_search``)."""
+        from .vectors.config import VECTOR_METHODS
+
         images = [load_image(i) for i in images]
+        if method in VECTOR_METHODS:
+            if method not in self.vectors:
+                raise AimError(f"method {method!r} needs its vectors: call use_vectors(folder) first (a folder from "
+                               f"`aim train vectors --method {method}`)")
+            batch = assemble(self.backbone, "zero", images, questions)
+            with self.vectors[method].attached(self.backbone):
+                gens = self.backbone.generate(batch, max_new_tokens=max_new_tokens, num_beams=num_beams,
+                                              length_penalty=length_penalty)
+            return [Answer(g.text, g.prompt_tokens, []) for g in gens]
         chosen = self.demo_ids(images, questions, shots, select, seed, exclude) if shots and method != "zero" \
             else [[] for _ in questions]
         demos, fused = self.prompt_demos(chosen, method)

@@ -11,6 +11,7 @@ import click
 from .backbones.pocket.config import BackboneTrainConfig, ConnectorTrainConfig
 from .errors import AimError
 from .fusion.config import TARGET_EMBEDDINGS, TRAINED_FUSER, FuserTrainConfig
+from .vectors.config import VECTOR_METHODS, VectorConfig, VectorTrainConfig
 
 #: libraries whose warnings and progress bars are shown with -v only (a user sees aim's own bars,
 #: warnings and the table otherwise)
@@ -220,7 +221,10 @@ def _parsed(parser: str, *args):
 @click.option("--methods", default="zero,raw,text,fused", show_default=True,
               callback=_parsed("parse_methods"),
               help="Comma-separated: zero (no demonstrations), raw (images + texts), text (texts only), "
-                   "fused (fused tokens from the bank).")
+                   "fused (fused tokens from the bank), live (the query alone with LIVE-style vectors attached, "
+                   "from --vectors).")
+@click.option("--vectors", "vector_folders", multiple=True, type=click.Path(file_okay=False),
+              help="A vector folder (from `aim train vectors`) for the vector method it holds (repeat for several).")
 @click.option("--shots", default="0,4,8,16", show_default=True,
               callback=_parsed("parse_ints", "--shots"),
               help="Comma-separated demonstration counts; 0 is the zero-shot prompt for every method.")
@@ -259,8 +263,8 @@ def _parsed(parser: str, *args):
               help="Run folder name (default: dataset, backbone and a digest of the options). Rerunning with the "
                    "same options resumes it.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def icl_eval_cmd(fuser, dataset, pool, pool_limit, bank, methods, shots, select, seeds, index_kind, limit, batch_size,
-                 max_new_tokens, num_beams, length_penalty, task, scoring, metric, output, run_id, quiet,
+def icl_eval_cmd(fuser, dataset, pool, pool_limit, bank, methods, vector_folders, shots, select, seeds, index_kind, limit,
+                 batch_size, max_new_tokens, num_beams, length_penalty, task, scoring, metric, output, run_id, quiet,
                  **opts) -> None:
     """Few-shot evaluation: every method at every shot count (and seed), side by side.
 
@@ -279,10 +283,20 @@ def icl_eval_cmd(fuser, dataset, pool, pool_limit, bank, methods, shots, select,
     pool_records = _records(pool, pool_limit, "--pool") if pool else None
     _writable(output, "--output")
     backbone = _load_backbone(opts)
-    needs_fuser = any(m != "zero" for m in methods) and any(k > 0 for k in shots)
+    needs_fuser = any(m not in ("zero",) + VECTOR_METHODS for m in methods) and any(k > 0 for k in shots)
+    vectors = {}
+    if vector_folders:
+        from .vectors import load_vectors
+
+        for folder in vector_folders:
+            module = load_vectors(folder, backbone)
+            if module.config.method in vectors:
+                raise AimError(f"--vectors {vectors[module.config.method].source} and {folder} both hold "
+                               f"{module.config.method} vectors: give one folder per method")
+            vectors[module.config.method] = module
     doc = icl_eval(backbone, records, config, output, run_id=run_id,
                    fuser=_fuser(fuser, backbone) if needs_fuser else None, pool=pool_records, bank=bank,
-                   progress=not quiet, index_kind=index_kind)
+                   progress=not quiet, index_kind=index_kind, vectors=vectors)
     from .eval.report import markdown_table
     from .processes import processes
 
@@ -313,7 +327,8 @@ def info() -> None:
 
 @cli.group()
 def train() -> None:
-    """Train the small trainable parts: the pocket connector (stage 1), the pocket backbone (stage 2), fusers."""
+    """Train the small trainable parts: the pocket connector (stage 1), the pocket backbone (stage 2), fusers,
+    and the vector methods that stand in for demonstrations (LIVE-style)."""
 
 
 def _option(config, name: str, help: str = "", **kwargs):
@@ -433,8 +448,7 @@ def train_fuser_cmd(kind, residual, layer, normalize, residual_tokens, residual_
 
     from .fusion.train import train_fuser
 
-    backbone_opts = {k: opts.pop(k) for k in ("backbone", "device", "dtype", "load_in_4bit", "load_in_8bit",
-                                              "trust_remote_code", "device_map", "max_memory", "offload_folder")}
+    backbone_opts = {k: opts.pop(k) for k in BACKBONE_OPTIONS}
     fusion = dataclasses.replace(TRAINED_FUSER, kind=kind, residual=residual, layer=layer, normalize=normalize,
                                  target_norm=TARGET_EMBEDDINGS if normalize == "rms" else None,
                                  residual_tokens=(residual_tokens or None) if residual else None,
@@ -442,6 +456,41 @@ def train_fuser_cmd(kind, residual, layer, normalize, residual_tokens, residual_
     cfg = FuserTrainConfig(fusion=fusion, **opts)
     _writable(cfg.out, "--out")
     click.echo(f"fuser checkpoint: {train_fuser(_load_backbone(backbone_opts), cfg)}")
+
+
+BACKBONE_OPTIONS = ("backbone", "device", "dtype", "load_in_4bit", "load_in_8bit", "trust_remote_code", "device_map",
+                    "max_memory", "offload_folder")
+
+
+@train.command("vectors")
+@_backbone_options
+@_run_options(VectorTrainConfig)
+@click.option("--method", default=VectorConfig.method, show_default=True, type=click.Choice(VECTOR_METHODS),
+              help="live: one shift vector and one weight per decoder layer (LIVE-style, NeurIPS 2024).")
+@click.option("--data", default=None,
+              help="The task's training data: a dataset spec / file / folder whose records are grouped at random "
+                   "into --shots demonstrations and a query. Default: the backbone's own training sequences.")
+@click.option("--limit", type=int, default=None, help="Read only the first N records of --data.")
+@_option(VectorTrainConfig, "shots")
+@_option(VectorTrainConfig, "lr")
+@_option(VectorTrainConfig, "alpha_lr")
+@_option(VectorTrainConfig, "kl_weight")
+@_option(VectorTrainConfig, "ce_weight")
+@_option(VectorTrainConfig, "temperature")
+@_option(VectorConfig, "alpha_init")
+@_option(VectorConfig, "init_std")
+def train_vectors_cmd(method, alpha_init, init_std, **opts) -> None:
+    """Train vectors that stand in for --shots demonstrations of one task: the backbone answers the
+    query alone with them attached, taught by itself reading the raw demonstrations (KL at the
+    answer tokens) and by the answer (cross-entropy). Use them with `aim icl-eval --methods live
+    --vectors OUT`. Resumes from OUT/state/; writes OUT/vector_config.json,
+    OUT/vector_model.safetensors, OUT/log.jsonl and OUT/loss.png."""
+    from .vectors.train import train_vectors
+
+    backbone_opts = {k: opts.pop(k) for k in BACKBONE_OPTIONS}
+    cfg = VectorTrainConfig(vector=VectorConfig(method=method, alpha_init=alpha_init, init_std=init_std), **opts)
+    _writable(cfg.out, "--out")
+    click.echo(f"vector checkpoint: {train_vectors(_load_backbone(backbone_opts), cfg)}")
 
 
 def main() -> None:

@@ -160,3 +160,74 @@ def test_resume_gives_the_same_vectors(backbone, dataset, tmp_path, interrupt_af
 def test_ce_only_training_needs_no_teacher(backbone, dataset, tmp_path):
     out = train_vectors(backbone, config(tmp_path, dataset, kl_weight=0.0, steps=2, eval_every=2))
     assert "0.0 x T^2 KL" in load_vectors(out, backbone).config.training["objective"]
+
+
+# ------------------------------------------------------------------ as a method of icl-eval and FewShot
+def eval_config(**kw):
+    from aim.eval.config import IclEvalConfig
+
+    base = dict(dataset="tiny", methods=("zero", "live"), shots=(0, 2), seeds=(0, 1), batch_size=3, max_new_tokens=3)
+    return IclEvalConfig(**dict(base, **kw))
+
+
+def test_live_runs_once_on_the_zero_shot_prompt(backbone, dataset, tmp_path):
+    from aim.data.spec import load_records
+    from aim.eval.runner import icl_eval
+
+    records = load_records(dataset)[:5]
+    zero = live(backbone, scale=0.0)
+    doc = icl_eval(backbone, records, eval_config(), str(tmp_path), run_id="zero-vectors", progress=False,
+                   vectors={"live": zero})
+    rows = doc["results"]["tiny"]
+    assert rows["live"]["2"]["same_as"] == "live/0" and "same_as" not in rows["live"]["0"]
+    for k in ("0", "2"):  # zero vectors: the zero-shot answers, at the zero-shot prompt's cost
+        assert rows["live"][k]["accuracy"]["mean"] == rows["zero"][k]["accuracy"]["mean"]
+        assert rows["live"][k]["prompt_tokens"] == rows["zero"][k]["prompt_tokens"]
+    samples = [json.loads(line) for line in open(doc["files"]["samples"])]
+    by = {(s["method"], s["id"]): s["prediction"] for s in samples}
+    assert {s["method"] for s in samples} == {"zero", "live"} and len(samples) == 10  # one cell each
+    assert all(by["live", str(r.id)] == by["zero", str(r.id)] for r in records)
+    assert doc["configuration"]["vectors"]["live"]["method"] == "live"
+
+
+def test_icl_eval_asks_for_the_vectors_it_needs(backbone, dataset, tmp_path):
+    from aim.data.spec import load_records
+    from aim.eval.runner import IclEval
+
+    records = load_records(dataset)[:2]
+    with pytest.raises(aim.errors.AimError, match="method live needs its vectors: pass --vectors"):
+        IclEval(backbone, records, eval_config(), str(tmp_path))
+    with pytest.raises(aim.errors.AimError, match="holds live vectors but --methods does not list live"):
+        IclEval(backbone, records, eval_config(methods=("zero",)), str(tmp_path), vectors={"live": live(backbone)})
+
+
+def test_fewshot_answers_with_vectors(backbone, tiny_images, tmp_path):
+    fs = aim.FewShot(backbone, None)
+    with pytest.raises(aim.errors.AimError, match="call use_vectors"):
+        fs.generate(tiny_images[:2], ["a?", "b?"], method="live")
+    live(backbone, scale=0.0).save_pretrained(str(tmp_path / "zero"))
+    fs.use_vectors(str(tmp_path / "zero"))
+    answers = fs.generate(tiny_images[:2], ["a?", "b?"], method="live", max_new_tokens=4)
+    plain = backbone.generate(backbone.zero_shot_prompts(tiny_images[:2], ["a?", "b?"]), max_new_tokens=4)
+    assert [a.text for a in answers] == [g.text for g in plain] and all(a.demo_ids == [] for a in answers)
+
+
+def test_the_command_line_trains_and_evaluates_vectors(tiny_hf_folders, dataset, tmp_path):
+    from click.testing import CliRunner
+
+    from aim.cli import cli
+
+    folder = tiny_hf_folders("llava")
+    result = CliRunner().invoke(cli, ["train", "vectors", "--backbone", folder, "--data", dataset, "--shots", "2",
+                                      "--steps", "2", "--batch-size", "2", "--eval-every", "2",
+                                      "--out", str(tmp_path / "v")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "v" / "vector_model.safetensors").is_file()
+    args = ["icl-eval", "--backbone", folder, "--dataset", dataset, "--limit", "3", "--methods", "zero,live",
+            "--vectors", str(tmp_path / "v"), "--shots", "0,2", "--seeds", "0", "--max-new-tokens", "2",
+            "--output", str(tmp_path / "eval"), "--run-id", "cli", "--quiet"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "| live |" in result.output
+    result = CliRunner().invoke(cli, args[:args.index("--vectors")] + args[args.index("--vectors") + 2:])
+    assert result.exit_code != 0 and "needs its vectors" in str(result.exception or result.output)

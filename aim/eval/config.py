@@ -9,7 +9,12 @@ from ..api import SELECT
 from ..data.record import Record
 from ..errors import AimError
 from ..prompting import METHODS
+from ..vectors.config import VECTOR_METHODS
 from .tasks import METRICS, SCORING, TASKS
+
+#: every method a run can name: the prompt methods, and vector methods (the zero-shot prompt with
+#: vectors attached, ``--vectors FOLDER``)
+EVAL_METHODS = METHODS + VECTOR_METHODS
 
 
 
@@ -36,10 +41,10 @@ class IclEvalConfig:
 
     def __post_init__(self):
         self.methods = tuple(self.methods)
-        unknown = [m for m in self.methods if m not in METHODS]
+        unknown = [m for m in self.methods if m not in EVAL_METHODS]
         if unknown or not self.methods:
             raise AimError(f"unknown method(s) {', '.join(map(repr, unknown)) or '(none given)'}: "
-                           f"use some of {', '.join(METHODS)}")
+                           f"use some of {', '.join(EVAL_METHODS)}")
         if len(set(self.methods)) != len(self.methods):
             raise AimError(f"methods repeat: {', '.join(self.methods)}")
         if not self.shots or any(int(k) < 0 for k in self.shots):
@@ -73,11 +78,11 @@ def list_items(text: str, expected: str, what: str = "") -> list[str]:
 
 def parse_methods(text: str) -> tuple:
     """``"zero,raw"`` -> ("zero", "raw"), or an AimError naming the unknown ones."""
-    methods = tuple(list_items(text, f"a comma-separated list of {', '.join(METHODS)}, e.g. zero,fused"))
-    unknown = [m for m in methods if m not in METHODS]
+    methods = tuple(list_items(text, f"a comma-separated list of {', '.join(EVAL_METHODS)}, e.g. zero,fused"))
+    unknown = [m for m in methods if m not in EVAL_METHODS]
     if unknown or not methods:
         raise AimError(f"unknown method(s) {', '.join(map(repr, unknown)) or '(none given)'}: use a comma-separated "
-                       f"list of {', '.join(METHODS)}")
+                       f"list of {', '.join(EVAL_METHODS)}")
     return methods
 
 

@@ -20,6 +20,8 @@ where the records carry ``answer_type``); ``prompt_tokens`` (mean per query);
 on-the-fly fusion of episode demonstrations, per query); ``peak_memory_bytes`` (the largest batch
 figure, see ``memory``); ``n`` (queries per seed) and ``seeds``. Zero-shot figures appear at every
 shot count of the ``zero`` row and at shots 0 of every other method, marked ``"same_as": "zero/0"``.
+A vector method (``live``) runs once, on the zero-shot prompt with its vectors attached; its figures
+appear at every shot count of its row, marked ``"same_as": "live/0"`` beyond shots 0.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import math
 from collections import defaultdict
 from typing import Sequence
 
+from ..vectors.config import VECTOR_METHODS
 from .run_folder import RunFolder
 
 logger = logging.getLogger(__name__)
@@ -94,6 +97,10 @@ def aggregate(plan, samples: Sequence[dict]) -> dict:
         for k in plan.shots:
             if method in plan.static_skips:
                 row[str(k)] = {"status": "skipped", "reason": plan.static_skips[method]}
+            elif method in VECTOR_METHODS:  # one run: the zero-shot prompt with the vectors attached
+                once = groups.get((method, 0))
+                row[str(k)] = (dict(cell_figures(once, plan.metric, metrics), **({"same_as": f"{method}/0"} if k else {}))
+                               if once else {"status": "missing"})
             elif method == "zero" or k == 0:
                 row[str(k)] = dict(zero, **({} if method == "zero" and k == 0 else {"same_as": "zero/0"}))
             elif groups.get((method, k)):

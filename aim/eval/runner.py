@@ -16,6 +16,8 @@ started again skips what is done and ends with the same samples and figures.
   API); a query never sees itself when the pool is the dataset. Records that carry an
   ``extra["episode"]`` (label-binding episodes) bring their own demonstrations
   (``aim.data.binding.episode_demos(record, k, seed)``); ``fused`` fuses those on the fly.
+- Vector methods (``live``) answer the zero-shot prompt with their vectors attached to the
+  backbone (``aim.vectors``): one cell, at shots 0 with the first seed, reported at every shot count.
 - Seeds change random selection and episodes' draws: with similarity selection (and no episodes)
   the first seed is run and the others would repeat it.
 - A prompt longer than the backbone's context (or a raw prompt for a backbone that takes no
@@ -53,6 +55,7 @@ from ..images import load_image
 from ..locking import FolderLock
 from ..processes import Processes, processes
 from ..prompting import assemble
+from ..vectors.config import VECTOR_METHODS
 from .config import IclEvalConfig, is_episode
 from .memory import PeakMemory
 from .tasks import check_scoring, choose_metric, classes_of, metrics_for, sample_scores, task_of
@@ -169,7 +172,7 @@ class IclEval:
                  run_id: Optional[str] = None, fuser: Optional[Fuser] = None,
                  pool: Optional[Sequence[Record]] = None, bank: Optional[str] = None, progress: bool = True,
                  on_batch: Optional[Callable[[Cell, list], None]] = None, procs: Optional[Processes] = None,
-                 index_kind: str = "auto"):
+                 index_kind: str = "auto", vectors: Optional[dict] = None):
         if not records:
             raise AimError(f"dataset {config.dataset} has no records")
         ids = [str(r.id) for r in records]
@@ -182,7 +185,17 @@ class IclEval:
         self.metric = choose_metric(self.records, config.metric, self.task)
         check_scoring(self.records, config.scoring, self.task)
         self.metrics = [self.metric] + [m for m in metrics_for(self.task, self.records) if m != self.metric]
-        few = [m for m in config.methods if m != "zero"] if any(k > 0 for k in config.shots) else []
+        self.vectors = dict(vectors or {})
+        for method in config.methods:
+            if method in VECTOR_METHODS and method not in self.vectors:
+                raise AimError(f"method {method} needs its vectors: pass --vectors FOLDER (from `aim train vectors "
+                               f"--method {method}`)")
+        for method, module in self.vectors.items():
+            if method not in config.methods:
+                raise AimError(f"--vectors {module.source} holds {method} vectors but --methods does not list {method}")
+            module.check_backbone(backbone)
+        few = [m for m in config.methods if m not in ("zero",) + VECTOR_METHODS] if any(k > 0 for k in config.shots) \
+            else []
         self.needs_bank = bool(few) and any(not is_episode(r) for r in self.records)
         needs_fuser = self.needs_bank or ("fused" in few and any(is_episode(r) for r in self.records))
         if needs_fuser and fuser is None:
@@ -194,6 +207,7 @@ class IclEval:
         self.exclude_self = same_source(config.pool, config.dataset)
         self.run_config = dict(asdict(config), metric=self.metric, task=self.task, backbone=backbone.fingerprint(),
                                fuser=self.fuser.fingerprint() if self.fuser is not None else None,
+                               vectors={m: v.fingerprint() for m, v in sorted(self.vectors.items())} or None,
                                bank=os.path.abspath(bank) if bank else None,
                                records=records_fingerprint(self.records),
                                pool_records=records_fingerprint(pool) if pool else None)
@@ -219,6 +233,9 @@ class IclEval:
                 continue
             if method == "raw" and not self.backbone.accepts_images:
                 plan.static_skips[method] = "the backbone takes no images"
+                continue
+            if method in VECTOR_METHODS:
+                plan.cells.append(Cell(method, 0, c.seeds[0]))
                 continue
             plan.cells += [Cell(method, k, s) for k in c.shots if k > 0 for s in seeds]
         return plan
@@ -342,16 +359,9 @@ class IclEval:
         if context is not None and max(lengths) + new_tokens > context:
             reason = (f"prompt {max(lengths)} tokens + {new_tokens} new > context {context}")
             return [dict(b, skipped=reason, prompt_tokens=n) for b, n in zip(base, lengths)]
-        if likelihood:
-            ranked = self.backbone.rank_classes(batch, [classes_of(r) for r in records])
-            logprobs = [[lik.logprob for lik in row] for row in ranked]
-            predictions = [classes_of(r)[max(range(len(lp)), key=lp.__getitem__)] for r, lp in zip(records, logprobs)]
-            generated = [0] * len(records)
-        else:
-            gens = self.backbone.generate(batch, max_new_tokens=self.config.max_new_tokens,
-                                          num_beams=self.config.num_beams, length_penalty=self.config.length_penalty)
-            logprobs = [None] * len(records)
-            predictions, generated = [g.text for g in gens], [g.new_tokens for g in gens]
+        vectors = self.vectors.get(cell.method)
+        with vectors.attached(self.backbone) if vectors is not None else contextlib.nullcontext():
+            predictions, logprobs, generated = self._answers(batch, records, likelihood)
         t2 = time.perf_counter()
         memory = self.memory.read()
         out = []
@@ -368,6 +378,20 @@ class IclEval:
                 sample["answer_type"] = str(r.extra["answer_type"])
             out.append(sample)
         return out
+
+    def _answers(self, batch, records: list, likelihood: bool) -> tuple:
+        """(predictions, class log-probabilities or None, new tokens) of one assembled batch."""
+        if likelihood:
+            ranked = self.backbone.rank_classes(batch, [classes_of(r) for r in records])
+            logprobs = [[lik.logprob for lik in row] for row in ranked]
+            predictions = [classes_of(r)[max(range(len(lp)), key=lp.__getitem__)] for r, lp in zip(records, logprobs)]
+            generated = [0] * len(records)
+        else:
+            gens = self.backbone.generate(batch, max_new_tokens=self.config.max_new_tokens,
+                                          num_beams=self.config.num_beams, length_penalty=self.config.length_penalty)
+            logprobs = [None] * len(records)
+            predictions, generated = [g.text for g in gens], [g.new_tokens for g in gens]
+        return predictions, logprobs, generated
 
     def _demonstrations(self, cell: Cell, chunk: list, images: list, questions: list):
         """Per query: demo ids (prompt order), Demos (raw, text) and fused tokens (fused)."""

@@ -12,7 +12,7 @@ from typing import Iterator
 from torch import nn
 
 from ..errors import AimError, ConfigError, VectorMismatchError
-from ..files import load_weights, read_json, save_module
+from ..files import file_digest, load_weights, read_json, save_module
 from .config import CONFIG_NAME, VECTOR_METHODS, WEIGHTS_NAME, VectorConfig, vector_fingerprint
 from .hooks import decoder_layers, forward_hooks
 
@@ -60,7 +60,11 @@ class VectorModule(nn.Module):
             yield
 
     def fingerprint(self) -> dict:
-        return {"method": self.config.method, "num_layers": self.config.num_layers, "source": self.source}
+        """What a run records of the vectors it used: method, layers, folder and a digest of the weights."""
+        weights = os.path.join(self.source, WEIGHTS_NAME) if self.source else None
+        return {"method": self.config.method, "num_layers": self.config.num_layers, "source": self.source,
+                "weights": file_digest(weights) if weights and os.path.isfile(weights) else None,
+                "shots": (self.config.training or {}).get("shots")}
 
     def check_backbone(self, backbone) -> None:
         """Raise VectorMismatchError when ``backbone`` is not the one these vectors were made for."""
