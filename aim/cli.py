@@ -221,8 +221,8 @@ def _parsed(parser: str, *args):
 @click.option("--methods", default="zero,raw,text,fused", show_default=True,
               callback=_parsed("parse_methods"),
               help="Comma-separated: zero (no demonstrations), raw (images + texts), text (texts only), "
-                   "fused (fused tokens from the bank), live (the query alone with LIVE-style vectors attached, "
-                   "from --vectors).")
+                   "fused (fused tokens from the bank), live / mtv (the query alone with LIVE-style or MTV-style "
+                   "vectors attached, from --vectors).")
 @click.option("--vectors", "vector_folders", multiple=True, type=click.Path(file_okay=False),
               help="A vector folder (from `aim train vectors`) for the vector method it holds (repeat for several).")
 @click.option("--shots", default="0,4,8,16", show_default=True,
@@ -466,24 +466,30 @@ BACKBONE_OPTIONS = ("backbone", "device", "dtype", "load_in_4bit", "load_in_8bit
 @_backbone_options
 @_run_options(VectorTrainConfig)
 @click.option("--method", default=VectorConfig.method, show_default=True, type=click.Choice(VECTOR_METHODS),
-              help="live: one shift vector and one weight per decoder layer (LIVE-style, NeurIPS 2024).")
+              help="live: one shift vector and one weight per decoder layer, trained (LIVE-style, NeurIPS 2024); "
+                   "mtv: mean head outputs of many-shot prompts patched into heads chosen by REINFORCE (MTV-style, "
+                   "NeurIPS 2024).")
 @click.option("--data", default=None,
               help="The task's training data: a dataset spec / file / folder whose records are grouped at random "
                    "into --shots demonstrations and a query. Default: the backbone's own training sequences.")
 @click.option("--limit", type=int, default=None, help="Read only the first N records of --data.")
 @_option(VectorTrainConfig, "shots")
-@_option(VectorTrainConfig, "lr")
+@_option(VectorTrainConfig, "lr", type=float)
 @_option(VectorTrainConfig, "alpha_lr")
 @_option(VectorTrainConfig, "kl_weight")
 @_option(VectorTrainConfig, "ce_weight")
 @_option(VectorTrainConfig, "temperature")
 @_option(VectorConfig, "alpha_init")
 @_option(VectorConfig, "init_std")
+@_option(VectorTrainConfig, "mean_prompts")
+@_option(VectorTrainConfig, "samples")
+@_option(VectorTrainConfig, "candidates")
 def train_vectors_cmd(method, alpha_init, init_std, **opts) -> None:
-    """Train vectors that stand in for --shots demonstrations of one task: the backbone answers the
-    query alone with them attached, taught by itself reading the raw demonstrations (KL at the
-    answer tokens) and by the answer (cross-entropy). Use them with `aim icl-eval --methods live
-    --vectors OUT`. Resumes from OUT/state/; writes OUT/vector_config.json,
+    """Make vectors that stand in for --shots demonstrations of one task; the backbone then answers
+    the query alone with them attached. live: trained, taught by the backbone itself reading the raw
+    demonstrations (KL at the answer tokens) and by the answer (cross-entropy). mtv: the heads' mean
+    outputs over --mean-prompts raw prompts, and a REINFORCE search (--steps) for the heads to patch.
+    Use them with `aim icl-eval --methods live,mtv --vectors OUT ...`. Resumes from OUT/state/; writes OUT/vector_config.json,
     OUT/vector_model.safetensors, OUT/log.jsonl and OUT/loss.png."""
     from .vectors.train import train_vectors
 

@@ -231,3 +231,91 @@ def test_the_command_line_trains_and_evaluates_vectors(tiny_hf_folders, dataset,
     assert "| live |" in result.output
     result = CliRunner().invoke(cli, args[:args.index("--vectors")] + args[args.index("--vectors") + 2:])
     assert result.exit_code != 0 and "needs its vectors" in str(result.exception or result.output)
+
+
+# ------------------------------------------------------------------ MTV-style task vectors
+def mtv(backbone, chosen=None, seed=0):
+    from aim.vectors import TaskVectors
+
+    torch.manual_seed(seed)
+    vectors = TaskVectors.for_backbone(backbone, VectorConfig(method="mtv"))
+    vectors.means.normal_()
+    if chosen is not None:
+        vectors.chosen.copy_(chosen)
+    return vectors
+
+
+def test_mtv_patches_only_the_chosen_heads_at_the_last_position(backbone, tiny_images):
+    from aim.vectors.hooks import attention_heads, head_outputs
+
+    heads, dim = attention_heads(backbone)
+    assert (heads, dim) == (4, 16)  # the tiny text model: hidden 64, 4 heads
+    batch = query(backbone, tiny_images)
+    plain_logits, plain = backbone.next_token_logits(batch), backbone.generate(batch, max_new_tokens=5)
+    none = mtv(backbone)  # no head chosen: untouched, exactly
+    with none.attached(backbone):
+        assert torch.equal(plain_logits, backbone.next_token_logits(batch))
+        assert backbone.generate(batch, max_new_tokens=5) == plain
+    chosen = torch.zeros(2, 4)
+    chosen[1, 2] = 1
+    one = mtv(backbone, chosen)
+    seen = {}
+    proj = head_outputs(backbone)[1]
+    with one.attached(backbone):
+        handle = proj.register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0].clone()))  # after ours
+        patched_logits = backbone.next_token_logits(batch)
+    handle.remove()
+    x = seen["x"].reshape(*seen["x"].shape[:2], 4, 16)
+    assert torch.equal(x[:, -1, 2], one.means[1, 2].expand(2, 16))  # the chosen head, last position: its mean
+    assert not torch.allclose(plain_logits, patched_logits)
+    seen.clear()
+    handle = proj.register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0].clone()))
+    backbone.next_token_logits(batch)
+    handle.remove()
+    y = seen["x"].reshape(*seen["x"].shape[:2], 4, 16)
+    assert torch.equal(x[:, :-1], y[:, :-1]) and torch.equal(x[:, -1, [0, 1, 3]], y[:, -1, [0, 1, 3]])
+
+
+def test_mean_head_outputs_average_the_last_positions(backbone, dataset):
+    from aim.training.sequences import RecordSequences
+    from aim.vectors.mtv import mean_head_outputs
+
+    source = RecordSequences(dataset, 2, min_shots=2)
+    seqs = [source.sample(np.random.default_rng(i)) for i in range(3)]
+    vectors = mtv(backbone)
+    together = mean_head_outputs(backbone, vectors, seqs, batch_size=3)
+    alone = torch.stack([mean_head_outputs(backbone, vectors, [s]) for s in seqs]).mean(0)
+    assert together.shape == (2, 4, 16) and torch.allclose(together, alone, atol=1e-5)  # left padding changes nothing
+
+
+def test_mtv_search_trains_only_the_choice_and_round_trips(backbone, dataset, tmp_path, tiny_images):
+    before = {n: p.clone() for n, p in backbone.decoder.named_parameters()}
+    out = train_vectors(backbone, config(tmp_path, dataset, vector=VectorConfig(method="mtv"), shots=2,
+                                         mean_prompts=3, samples=4, candidates=2, lr=None))
+    vectors = load_vectors(out, backbone)
+    record = vectors.config.training
+    assert record["config"]["lr"] == 0.1 and record["mean_prompts"] == 3
+    assert record["heads_chosen"] == int(vectors.chosen.sum()) and record["of_heads"] == 8
+    assert len(record["candidate_losses"]) == 3 and record["held_out_first_token_loss"] == min(record["candidate_losses"])
+    assert not torch.equal(vectors.logits, torch.full_like(vectors.logits, -1.0))  # the search moved it
+    assert vectors.means.abs().sum() > 0
+    assert all(torch.equal(p, before[n]) for n, p in backbone.decoder.named_parameters())
+    batch = query(backbone, tiny_images)
+    again = load_vectors(out, backbone)
+    with vectors.attached(backbone):
+        a = backbone.next_token_logits(batch)
+    with again.attached(backbone):
+        assert torch.equal(a, backbone.next_token_logits(batch))
+
+
+def test_mtv_in_icl_eval_beside_live(backbone, dataset, tmp_path):
+    from aim.data.spec import load_records
+    from aim.eval.runner import icl_eval
+
+    chosen = torch.zeros(2, 4)
+    chosen[0, 1] = 1
+    doc = icl_eval(backbone, load_records(dataset)[:3], eval_config(methods=("zero", "live", "mtv")), str(tmp_path),
+                   run_id="both", progress=False, vectors={"live": live(backbone), "mtv": mtv(backbone, chosen)})
+    rows = doc["results"]["tiny"]
+    assert set(rows) == {"zero", "live", "mtv"} and rows["mtv"]["2"]["same_as"] == "mtv/0"
+    assert rows["mtv"]["0"]["prompt_tokens"] == rows["zero"]["0"]["prompt_tokens"]

@@ -39,10 +39,31 @@ def replace_output(output, fn: Callable[[torch.Tensor], torch.Tensor]):
     return fn(output)
 
 
+def attention_heads(backbone) -> tuple[int, int]:
+    """(heads, head_dim) of the LLM's attention: the text config's ``num_attention_heads``, and the
+    input width of each layer's output projection (``self_attn.o_proj``) divided by it."""
+    decoder = backbone.decoder
+    config = getattr(decoder, "config", None)
+    config = getattr(config, "text_config", None) or config
+    heads = getattr(config, "num_attention_heads", None)
+    proj = getattr(getattr(decoder_layers(backbone)[0], "self_attn", None), "o_proj", None)
+    if not heads or proj is None or not hasattr(proj, "in_features"):
+        raise BackboneError(f"backbone {backbone.model_id}: its attention has no o_proj (or no head count in its "
+                            "config); head-level vector methods need one")
+    return heads, proj.in_features // heads
+
+
+def head_outputs(backbone) -> list[nn.Module]:
+    """Per decoder layer, the attention's output projection, whose input is the heads' outputs side
+    by side, (batch, tokens, heads * head_dim)."""
+    return [layer.self_attn.o_proj for layer in decoder_layers(backbone)]
+
+
 @contextlib.contextmanager
-def forward_hooks(modules: Sequence[nn.Module], hooks: Sequence[Callable]) -> Iterator[None]:
-    """``register_forward_hook(hook)`` on each module for the duration of the block."""
-    handles = [m.register_forward_hook(h) for m, h in zip(modules, hooks)]
+def forward_hooks(modules: Sequence[nn.Module], hooks: Sequence[Callable], pre: bool = False) -> Iterator[None]:
+    """``register_forward_hook(hook)`` (``pre``: ``register_forward_pre_hook``) on each module for the
+    duration of the block."""
+    handles = [(m.register_forward_pre_hook(h) if pre else m.register_forward_hook(h)) for m, h in zip(modules, hooks)]
     try:
         yield
     finally:

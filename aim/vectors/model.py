@@ -14,7 +14,7 @@ from torch import nn
 from ..errors import AimError, ConfigError, VectorMismatchError
 from ..files import file_digest, load_weights, read_json, save_module
 from .config import CONFIG_NAME, VECTOR_METHODS, WEIGHTS_NAME, VectorConfig, vector_fingerprint
-from .hooks import decoder_layers, forward_hooks
+from .hooks import attention_heads, decoder_layers, forward_hooks, head_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +42,16 @@ class VectorModule(nn.Module):
 
     @classmethod
     def for_backbone(cls, backbone, config: VectorConfig = None) -> "VectorModule":
-        config = (config or VectorConfig()).bind(backbone, len(decoder_layers(backbone)))
+        heads, head_dim = attention_heads(backbone) if cls.on_heads else (None, None)
+        config = (config or VectorConfig()).bind(backbone, len(decoder_layers(backbone)), heads, head_dim)
         return cls(config).to(backbone.device)
 
+    #: True: the hooks are forward pre-hooks on each layer's attention output projection (they see the
+    #: heads' outputs); False: forward hooks on the decoder layers (they see each layer's output)
+    on_heads = False
+
     def layer_hooks(self, layers: list) -> list:
+        """One hook per decoder layer (see ``on_heads``)."""
         raise NotImplementedError
 
     @contextlib.contextmanager
@@ -56,7 +62,8 @@ class VectorModule(nn.Module):
         if len(layers) != self.config.num_layers:
             raise VectorMismatchError(f"vectors {self.source or ''} have {self.config.num_layers} layers; backbone "
                                       f"{backbone.model_id} has {len(layers)}: {FIX}")
-        with forward_hooks(layers, self.layer_hooks(layers)):
+        modules = head_outputs(backbone) if self.on_heads else layers
+        with forward_hooks(modules, self.layer_hooks(layers), pre=self.on_heads):
             yield
 
     def fingerprint(self) -> dict:
@@ -83,8 +90,9 @@ class VectorModule(nn.Module):
 
 def method_class(method: str) -> type:
     from .live import LiveVectors
+    from .mtv import TaskVectors
 
-    return {"live": LiveVectors}[method]
+    return {"live": LiveVectors, "mtv": TaskVectors}[method]
 
 
 def load_vectors(folder: str, backbone=None) -> VectorModule:

@@ -11,6 +11,7 @@ shared one (aim/training/loop.py); only the vectors and their weights train.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 
 import numpy as np
@@ -26,6 +27,8 @@ from ..training.loss import AnswerLoss, answer_prompts, target_logits
 from ..training.sequences import TrainSequence, sequence_source
 from .config import VectorTrainConfig
 from .model import VectorModule, method_class
+
+logger = logging.getLogger(__name__)
 
 
 class VectorTraining(nn.Module):
@@ -71,6 +74,8 @@ def train_vectors(backbone, cfg: VectorTrainConfig) -> str:
             p.requires_grad_(False)
     source = sequence_source(cfg.data, backbone, cfg.seed, cfg.shots, cfg.limit, min_shots=cfg.shots)
     set_seed(cfg.seed)
+    if cfg.vector.method == "mtv":
+        return search_task_vectors(backbone, cfg, source)
     vectors = method_class(cfg.vector.method).for_backbone(backbone, cfg.vector)
     model = VectorTraining(backbone, vectors, cfg)
     groups = [{"params": [p for n, p in vectors.named_parameters() if n != "alpha"], "lr": cfg.lr},
@@ -89,4 +94,36 @@ def train_vectors(backbone, cfg: VectorTrainConfig) -> str:
         vectors.save_pretrained(cfg.out)
         plot_loss(os.path.join(cfg.out, "log.jsonl"), os.path.join(cfg.out, "loss.png"),
                   f"{cfg.vector.method} vectors: distillation loss")
+    return cfg.out
+
+
+def search_task_vectors(backbone, cfg: VectorTrainConfig, source) -> str:
+    """MTV-style: the heads' mean outputs over ``cfg.mean_prompts`` raw ``cfg.shots``-shot prompts
+    (recomputed, seeded, on every invocation, so a resumed run has the same means), then the
+    REINFORCE search over head choices on the shared loop, then the best of the final candidates."""
+    from .mtv import HeadSearch, TaskVectors, mean_head_outputs, pick_heads
+
+    vectors = TaskVectors.for_backbone(backbone, cfg.vector)
+    prompts = [source.sample(np.random.default_rng([cfg.seed, 3 * 10**6, i])) for i in range(cfg.mean_prompts)]
+    vectors.means.copy_(mean_head_outputs(backbone, vectors, prompts))
+    search = HeadSearch(backbone, vectors, cfg.samples)
+    val = [source.sample(np.random.default_rng([cfg.seed, 10**6, i])) for i in range(cfg.val_examples)]
+    done = fit(cfg, search, [{"params": [vectors.logits], "lr": cfg.lr}],
+               lambda rng, n: [source.sample(rng) for _ in range(n)], val, device=str(backbone.device),
+               desc="search heads (mtv)", validate_first=True)
+    if done.accelerator.is_main_process:
+        found = pick_heads(search, val, cfg.candidates, cfg.seed)
+        logger.info("mtv: %d of %d heads chosen, held-out first-token loss %.3f", found["heads_chosen"],
+                    found["of_heads"], found["held_out_first_token_loss"])
+        vectors.config.training = {
+            "objective": f"REINFORCE over head choices ({cfg.samples} samples a query), reward: the answer's "
+                         "first-token cross-entropy with the chosen heads patched",
+            "data": source.description, "shots": cfg.shots, "mean_prompts": cfg.mean_prompts,
+            "config": dataclasses.asdict(cfg), "steps_done": done.step, "minutes": done.minutes, **found,
+            "examples_read": cfg.mean_prompts * (cfg.shots + 1)
+            + done.step * cfg.batch_size * done.accelerator.num_processes + len(val),
+        }
+        vectors.save_pretrained(cfg.out)
+        plot_loss(os.path.join(cfg.out, "log.jsonl"), os.path.join(cfg.out, "loss.png"),
+                  "mtv head search: REINFORCE surrogate")
     return cfg.out
