@@ -221,8 +221,8 @@ def _parsed(parser: str, *args):
 @click.option("--methods", default="zero,raw,text,fused", show_default=True,
               callback=_parsed("parse_methods"),
               help="Comma-separated: zero (no demonstrations), raw (images + texts), text (texts only), "
-                   "fused (fused tokens from the bank), live / mtv (the query alone with LIVE-style or MTV-style "
-                   "vectors attached, from --vectors).")
+                   "fused (fused tokens from the bank), live / mimic / mtv (the query alone with LIVE-, MimIC- or "
+                   "MTV-style vectors attached, from --vectors).")
 @click.option("--vectors", "vector_folders", multiple=True, type=click.Path(file_okay=False),
               help="A vector folder (from `aim train vectors`) for the vector method it holds (repeat for several).")
 @click.option("--shots", default="0,4,8,16", show_default=True,
@@ -467,7 +467,8 @@ BACKBONE_OPTIONS = ("backbone", "device", "dtype", "load_in_4bit", "load_in_8bit
 @_run_options(VectorTrainConfig)
 @click.option("--method", default=VectorConfig.method, show_default=True, type=click.Choice(VECTOR_METHODS),
               help="live: one shift vector and one weight per decoder layer, trained (LIVE-style, NeurIPS 2024); "
-                   "mtv: mean head outputs of many-shot prompts patched into heads chosen by REINFORCE (MTV-style, "
+                   "mimic: a shift per attention head with a query-dependent magnitude, trained to align each layer "
+                   "with the raw prompt's (MimIC-style, CVPR 2025); mtv: mean head outputs of many-shot prompts patched into heads chosen by REINFORCE (MTV-style, "
                    "NeurIPS 2024).")
 @click.option("--data", default=None,
               help="The task's training data: a dataset spec / file / folder whose records are grouped at random "
@@ -477,6 +478,7 @@ BACKBONE_OPTIONS = ("backbone", "device", "dtype", "load_in_4bit", "load_in_8bit
 @_option(VectorTrainConfig, "lr", type=float)
 @_option(VectorTrainConfig, "alpha_lr")
 @_option(VectorTrainConfig, "kl_weight")
+@_option(VectorTrainConfig, "align_weight")
 @_option(VectorTrainConfig, "ce_weight")
 @_option(VectorTrainConfig, "temperature")
 @_option(VectorConfig, "alpha_init")
@@ -487,9 +489,10 @@ BACKBONE_OPTIONS = ("backbone", "device", "dtype", "load_in_4bit", "load_in_8bit
 def train_vectors_cmd(method, alpha_init, init_std, **opts) -> None:
     """Make vectors that stand in for --shots demonstrations of one task; the backbone then answers
     the query alone with them attached. live: trained, taught by the backbone itself reading the raw
-    demonstrations (KL at the answer tokens) and by the answer (cross-entropy). mtv: the heads' mean
+    demonstrations (KL at the answer tokens) and by the answer (cross-entropy). mimic: trained
+    to match each layer's output under the raw demonstrations, plus the answer. mtv: the heads' mean
     outputs over --mean-prompts raw prompts, and a REINFORCE search (--steps) for the heads to patch.
-    Use them with `aim icl-eval --methods live,mtv --vectors OUT ...`. Resumes from OUT/state/; writes OUT/vector_config.json,
+    Use them with `aim icl-eval --methods live,mimic,mtv --vectors OUT ...`. Resumes from OUT/state/; writes OUT/vector_config.json,
     OUT/vector_model.safetensors, OUT/log.jsonl and OUT/loss.png."""
     from .vectors.train import train_vectors
 

@@ -319,3 +319,59 @@ def test_mtv_in_icl_eval_beside_live(backbone, dataset, tmp_path):
     rows = doc["results"]["tiny"]
     assert set(rows) == {"zero", "live", "mtv"} and rows["mtv"]["2"]["same_as"] == "mtv/0"
     assert rows["mtv"]["0"]["prompt_tokens"] == rows["zero"]["0"]["prompt_tokens"]
+
+
+# ------------------------------------------------------------------ MimIC-style head shifts
+def mimic(backbone, scale=1.0, seed=0):
+    from aim.vectors import HeadShifts
+
+    torch.manual_seed(seed)
+    shifts = HeadShifts.for_backbone(backbone, VectorConfig(method="mimic"))
+    shifts.shifts.data.normal_(0, scale)
+    return shifts
+
+
+def test_mimic_shifts_every_family_and_put_the_interface_back(tiny_hf_backbone, tiny_images):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    before = dict(ALL_ATTENTION_FUNCTIONS._local_mapping)
+    batch = query(tiny_hf_backbone, tiny_images)
+    plain = tiny_hf_backbone.next_token_logits(batch)
+    with mimic(tiny_hf_backbone).attached(tiny_hf_backbone):
+        shifted = tiny_hf_backbone.next_token_logits(batch)
+    assert not torch.allclose(plain, shifted)
+    assert ALL_ATTENTION_FUNCTIONS._local_mapping == before
+    assert torch.equal(plain, tiny_hf_backbone.next_token_logits(batch))
+    with mimic(tiny_hf_backbone, scale=0.0).attached(tiny_hf_backbone):  # zero shifts: exactly zero-shot
+        assert torch.equal(plain, tiny_hf_backbone.next_token_logits(batch))
+
+
+def test_mimic_magnitude_reads_the_real_attention_mask(backbone, tiny_images):
+    """A prompt alone (no padding: causal attention without a mask) and the same prompt left-padded in a
+    batch (a boolean mask) get the same shifted answer, so the query's normaliser Z_Q sees exactly
+    the keys the model attends to."""
+    shifts = mimic(backbone, scale=0.5)
+    short = backbone.zero_shot_prompts(tiny_images[2:3], ["which?"])
+    both = backbone.zero_shot_prompts([tiny_images[2], tiny_images[3]], ["which?", "a much longer question here?"])
+    with shifts.attached(backbone):
+        alone, padded = backbone.next_token_logits(short), backbone.next_token_logits(both)
+        padded_answer = backbone.generate(both, max_new_tokens=4)[0].text
+        alone_answer = backbone.generate(short, max_new_tokens=4)[0].text
+    assert torch.allclose(alone[0], padded[0], atol=1e-4)
+    assert padded_answer == alone_answer  # the cached steps too (one query position against all keys)
+
+
+def test_mimic_trains_its_shifts_only_and_round_trips(backbone, dataset, tmp_path, tiny_images):
+    before = {n: p.clone() for n, p in backbone.decoder.named_parameters()}
+    out = train_vectors(backbone, config(tmp_path, dataset, vector=VectorConfig(method="mimic"), shots=2, lr=None))
+    shifts = load_vectors(out, backbone)
+    record = shifts.config.training
+    assert record["config"]["lr"] == 5e-3 and "layer-wise alignment" in record["objective"]
+    assert record["trainable_parameters"] == 2 * 4 * 16 * 2 + 2 * 4  # shifts + magnitude weights and biases
+    assert all(torch.equal(p, before[n]) for n, p in backbone.decoder.named_parameters())
+    batch = query(backbone, tiny_images)
+    again = load_vectors(out, backbone)
+    with shifts.attached(backbone):
+        a = backbone.next_token_logits(batch)
+    with again.attached(backbone):
+        assert torch.equal(a, backbone.next_token_logits(batch))

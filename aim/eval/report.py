@@ -20,7 +20,7 @@ where the records carry ``answer_type``); ``prompt_tokens`` (mean per query);
 on-the-fly fusion of episode demonstrations, per query); ``peak_memory_bytes`` (the largest batch
 figure, see ``memory``); ``n`` (queries per seed) and ``seeds``. Zero-shot figures appear at every
 shot count of the ``zero`` row and at shots 0 of every other method, marked ``"same_as": "zero/0"``.
-A vector method (``live``, ``mtv``) runs once, on the zero-shot prompt with its vectors attached; its figures
+A vector method (``live``, ``mimic``, ``mtv``) runs once, on the zero-shot prompt with its vectors attached; its figures
 appear at every shot count of its row, marked ``"same_as": "live/0"`` beyond shots 0.
 """
 from __future__ import annotations

@@ -16,7 +16,7 @@ started again skips what is done and ends with the same samples and figures.
   API); a query never sees itself when the pool is the dataset. Records that carry an
   ``extra["episode"]`` (label-binding episodes) bring their own demonstrations
   (``aim.data.binding.episode_demos(record, k, seed)``); ``fused`` fuses those on the fly.
-- Vector methods (``live``, ``mtv``) answer the zero-shot prompt with their vectors attached to the
+- Vector methods (``live``, ``mimic``, ``mtv``) answer the zero-shot prompt with their vectors attached to the
   backbone (``aim.vectors``): one cell, at shots 0 with the first seed, reported at every shot count.
 - Seeds change random selection and episodes' draws: with similarity selection (and no episodes)
   the first seed is run and the others would repeat it.

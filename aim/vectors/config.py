@@ -15,7 +15,7 @@ from ..training.config import RunConfig
 
 CONFIG_NAME = "vector_config.json"
 WEIGHTS_NAME = "vector_model.safetensors"
-VECTOR_METHODS = ("live", "mtv")
+VECTOR_METHODS = ("live", "mimic", "mtv")
 
 
 @dataclass
@@ -26,19 +26,23 @@ class VectorConfig:
     decoder layer; every position's output ``h`` of layer ``l`` becomes ``(h + alpha_l v_l)`` rescaled
     to the norm of ``h``.
 
+    ``mimic`` (MimIC-style, Jiang et al., CVPR 2025): per attention head, a shift vector added to the
+    head's output with a query-dependent magnitude (aim/vectors/mimic.py).
+
     ``mtv`` (MTV-style, Huang et al., NeurIPS 2024): the mean output of every attention head at the
     last position of many-shot prompts, and the heads a REINFORCE search chose; at every forward the
     chosen heads' outputs at the last position are replaced by their means."""
 
     method: str = field(default="live", metadata={
-        "help": "live: per-layer shift vectors (LIVE-style); mtv: mean head activations patched into chosen "
-                "heads (MTV-style)"})
+        "help": "live: per-layer shift vectors (LIVE-style); mimic: per-head shifts with a query-dependent "
+                "magnitude (MimIC-style); mtv: mean head activations patched into chosen heads (MTV-style)"})
     hidden_size: Optional[int] = field(default=None, metadata={
         "help": "the LLM's hidden size; None until bound to a backbone"})
     num_layers: Optional[int] = field(default=None, metadata={
         "help": "the LLM's decoder layers; None until bound to a backbone"})
-    num_heads: Optional[int] = field(default=None, metadata={"help": "mtv: attention heads per layer (when bound)"})
-    head_dim: Optional[int] = field(default=None, metadata={"help": "mtv: width of one head's output (when bound)"})
+    num_heads: Optional[int] = field(default=None, metadata={
+        "help": "mimic, mtv: attention heads per layer (when bound)"})
+    head_dim: Optional[int] = field(default=None, metadata={"help": "mimic, mtv: width of one head's output (when bound)"})
     alpha_init: float = field(default=0.1, metadata={"help": "starting value of every layer's weight (LIVE: 0.1)"})
     init_std: float = field(default=0.02, metadata={"help": "the vectors start as N(0, init_std^2)"})
     backbone: Optional[dict] = field(default=None, metadata={
@@ -86,10 +90,14 @@ class VectorTrainConfig(RunConfig):
     shots: int = field(default=8, metadata={
         "help": "demonstrations in each teacher prompt (live; LIVE: 32) or mean prompt (mtv; MTV: 4)"})
     lr: Optional[float] = field(default=None, metadata={
-        "help": "learning rate of the vectors (live; default 1e-3, LIVE's on VQAv2) or of the head-choice logits "
-                "(mtv; default 0.1, MTV's)"})
+        "help": "learning rate of the vectors (live: default 1e-3, LIVE's on VQAv2; mimic: 5e-3) or of the "
+                "head-choice logits (mtv: default 0.1, MTV's)"})
     alpha_lr: float = field(default=1e-2, metadata={"help": "learning rate of the per-layer weights"})
-    kl_weight: float = field(default=1.0, metadata={"help": "weight of KL(teacher || student) at the answer tokens"})
+    kl_weight: float = field(default=1.0, metadata={
+        "help": "live: weight of KL(teacher || student) at the answer tokens"})
+    align_weight: float = field(default=1.0, metadata={
+        "help": "mimic: weight of the layer-wise alignment (each layer's output at the answer positions against "
+                "the teacher's, squared error relative to the teacher's norm)"})
     ce_weight: float = field(default=0.5, metadata={
         "help": "weight of the answer's cross-entropy (LIVE's hard_loss_weight: 0.5)"})
     temperature: float = field(default=1.0, metadata={"help": "softmax temperature of the KL term (scaled by T^2)"})
@@ -104,8 +112,11 @@ class VectorTrainConfig(RunConfig):
         super().__post_init__()
         if self.shots < 1:
             raise ConfigError(f"--shots must be >= 1 (the teacher prompt's demonstrations), got {self.shots}")
-        if self.kl_weight < 0 or self.ce_weight < 0 or self.kl_weight + self.ce_weight == 0:
-            raise ConfigError(f"--kl-weight {self.kl_weight} and --ce-weight {self.ce_weight}: both >= 0, not both 0")
+        first = "align_weight" if self.vector.method == "mimic" else "kl_weight"
+        weight = getattr(self, first)
+        if min(self.kl_weight, self.align_weight, self.ce_weight) < 0 or weight + self.ce_weight == 0:
+            raise ConfigError(f"--{first.replace('_', '-')} {weight} and --ce-weight {self.ce_weight}: both >= 0, "
+                              "not both 0")
         if self.temperature <= 0:
             raise ConfigError(f"--temperature must be > 0, got {self.temperature}")
         if min(self.mean_prompts, self.samples) < 1 or self.candidates < 0:
@@ -114,4 +125,4 @@ class VectorTrainConfig(RunConfig):
         if self.samples < 2 and self.vector.method == "mtv":
             raise ConfigError("--samples must be >= 2: REINFORCE compares the sampled head choices with each other")
         if self.lr is None:
-            self.lr = {"live": 1e-3, "mtv": 0.1}[self.vector.method]
+            self.lr = {"live": 1e-3, "mimic": 5e-3, "mtv": 0.1}[self.vector.method]

@@ -90,9 +90,10 @@ class VectorModule(nn.Module):
 
 def method_class(method: str) -> type:
     from .live import LiveVectors
+    from .mimic import HeadShifts
     from .mtv import TaskVectors
 
-    return {"live": LiveVectors, "mtv": TaskVectors}[method]
+    return {"live": LiveVectors, "mimic": HeadShifts, "mtv": TaskVectors}[method]
 
 
 def load_vectors(folder: str, backbone=None) -> VectorModule:

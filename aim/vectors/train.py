@@ -1,5 +1,7 @@
 """Training vectors on a frozen backbone (``aim train vectors``), as LIVE trains its in-context vector.
 
+``live`` and ``mimic`` train here; ``mtv`` searches its heads here (``search_task_vectors``).
+
 A training sequence is k demonstrations and a query with its answer (aim/training/sequences.py: the
 task's training split as a dataset spec, or the backbone's own sequences). The teacher is the
 backbone reading the k raw demonstrations (images and texts) before the query, without vectors; the
@@ -67,6 +69,55 @@ class VectorTraining(nn.Module):
         return AnswerLoss(losses, tokens, [bool(lg[0].argmax() == lb[0]) for lg, lb in student])
 
 
+def answer_states(backbone, prompts: list) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per prompt (in the chat template, its last segment the answer): every layer's output at the
+    positions that predict the answer's tokens, (layers, T, hidden); the logits there (T, vocab);
+    the answer's tokens (T,)."""
+    batch = backbone.encode(prompts, last_span=True, chat=False)
+    out = backbone.run(batch, hidden_states=True)
+    layers = torch.stack(out.hidden_states[1:])  # (layers, B, L, hidden): each decoder layer's output
+    result = []
+    for i, (start, end) in enumerate(batch.last_spans):
+        result.append((layers[:, i, start - 1:end - 1], backbone.lm_head(out.last_hidden_state[i, start - 1:end - 1]).float(),
+                       batch.input_ids[i, start:end]))
+    return result
+
+
+class ShiftTraining(nn.Module):
+    """MimIC-style: the head shifts with the layer-wise alignment loss as their forward. Teacher: the
+    raw k-shot prompt without shifts; student: the query alone with them. At the positions that
+    predict the answer, ``align_weight * mean over layers of |student - teacher|^2 / |teacher|^2``
+    (MimIC aligns every query position, squared error) plus ``ce_weight * CE(answer)``."""
+
+    def __init__(self, backbone, vectors: VectorModule, cfg: VectorTrainConfig):
+        super().__init__()
+        self.vectors = vectors
+        self.align_weight, self.ce_weight = cfg.align_weight, cfg.ce_weight
+        object.__setattr__(self, "backbone", backbone)
+
+    def forward(self, seqs: list[TrainSequence]) -> AnswerLoss:
+        bb = self.backbone
+        targets = [" " + s.target for s in seqs]
+        with torch.no_grad():
+            teacher = answer_states(bb, answer_prompts(bb, [bb.raw_icl_body(s.demos, s.image, s.question) for s in seqs],
+                                                       targets))
+        with self.vectors.attached(bb):
+            student = answer_states(bb, answer_prompts(bb, [bb.query_body(s.image, s.question) for s in seqs], targets))
+        losses = []
+        for (t_states, _, t_labels), (states, logits, labels) in zip(teacher, student):
+            if not torch.equal(t_labels, labels):
+                raise AimError("teacher and student answers tokenized differently; use --align-weight 0")
+            t_states = t_states.float()
+            gap = ((states.float() - t_states) ** 2).sum(-1) / (t_states ** 2).sum(-1).clamp_min(1e-6)
+            loss = self.align_weight * gap.mean()
+            if self.ce_weight:
+                loss = loss + self.ce_weight * F.cross_entropy(logits, labels)
+            losses.append(loss)
+        losses = torch.stack(losses)
+        tokens = torch.tensor([len(lb) for _, _, lb in student], dtype=losses.dtype, device=losses.device)
+        return AnswerLoss(losses, tokens, [bool(lg[0].argmax() == lb[0]) for _, lg, lb in student])
+
+
 def train_vectors(backbone, cfg: VectorTrainConfig) -> str:
     """Train (or resume) vectors for the frozen ``backbone``; returns the output folder."""
     for module in (backbone.decoder, backbone.lm_head):
@@ -77,16 +128,24 @@ def train_vectors(backbone, cfg: VectorTrainConfig) -> str:
     if cfg.vector.method == "mtv":
         return search_task_vectors(backbone, cfg, source)
     vectors = method_class(cfg.vector.method).for_backbone(backbone, cfg.vector)
-    model = VectorTraining(backbone, vectors, cfg)
-    groups = [{"params": [p for n, p in vectors.named_parameters() if n != "alpha"], "lr": cfg.lr},
-              {"params": [vectors.alpha], "lr": cfg.alpha_lr}]
+    if cfg.vector.method == "mimic":
+        model = ShiftTraining(backbone, vectors, cfg)
+        groups = [{"params": list(vectors.parameters()), "lr": cfg.lr}]
+        objective = (f"{cfg.align_weight} x layer-wise alignment to the raw {cfg.shots}-shot prompt at the answer "
+                     f"positions + {cfg.ce_weight} x answer cross-entropy")
+    else:
+        model = VectorTraining(backbone, vectors, cfg)
+        groups = [{"params": [p for n, p in vectors.named_parameters() if n != "alpha"], "lr": cfg.lr},
+                  {"params": [vectors.alpha], "lr": cfg.alpha_lr}]
+        objective = (f"{cfg.kl_weight} x T^2 KL(raw {cfg.shots}-shot prompt || query with vectors) + "
+                     f"{cfg.ce_weight} x answer cross-entropy, T={cfg.temperature}")
     val = [source.sample(np.random.default_rng([cfg.seed, 10**6, i])) for i in range(cfg.val_examples)]
     done = fit(cfg, model, groups, lambda rng, n: [source.sample(rng) for _ in range(n)], val,
                device=str(backbone.device), desc=f"train vectors ({cfg.vector.method})", validate_first=True)
     if done.accelerator.is_main_process:
         vectors.config.training = {
-            "objective": f"{cfg.kl_weight} x T^2 KL(raw {cfg.shots}-shot prompt || query with vectors) + "
-                         f"{cfg.ce_weight} x answer cross-entropy, T={cfg.temperature}",
+            "objective": objective,
+            "trainable_parameters": sum(p.numel() for p in vectors.parameters()),
             "data": source.description, "shots": cfg.shots, "config": dataclasses.asdict(cfg),
             "steps_done": done.step, "minutes": done.minutes,
             "examples_read": done.step * cfg.batch_size * done.accelerator.num_processes,
