@@ -375,3 +375,33 @@ def test_mimic_trains_its_shifts_only_and_round_trips(backbone, dataset, tmp_pat
         a = backbone.next_token_logits(batch)
     with again.attached(backbone):
         assert torch.equal(a, backbone.next_token_logits(batch))
+
+
+def test_all_three_on_the_pocket_backbone(single_thread_torch):
+    """The embedded default: 30 SmolLM2 layers, 9 heads of 64; each method changes the next token's
+    logits while attached and nothing after; at zero it changes nothing."""
+    from aim.vectors import HeadShifts, TaskVectors
+    from aim.vectors.hooks import attention_heads
+
+    pocket = aim.load_backbone("pocket")
+    assert len(decoder_layers(pocket)) == 30 and attention_heads(pocket) == (9, 64)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    batch = pocket.zero_shot_prompts([image], ["What is this?"])
+    plain = pocket.next_token_logits(batch)
+    for cls, method in ((LiveVectors, "live"), (HeadShifts, "mimic"), (TaskVectors, "mtv")):
+        torch.manual_seed(0)
+        vectors = cls.for_backbone(pocket, VectorConfig(method=method, alpha_init=1.0, init_std=0.5))
+        if method == "mimic":
+            vectors.shifts.data.normal_()
+        if method == "mtv":
+            vectors.means.normal_()
+            vectors.chosen[10:20] = 1
+        with vectors.attached(pocket):
+            assert not torch.allclose(plain, pocket.next_token_logits(batch), atol=1e-3), method
+        for p in vectors.parameters():
+            p.data.zero_()
+        if method == "mtv":
+            vectors.chosen.zero_()
+        with vectors.attached(pocket):
+            assert torch.equal(plain, pocket.next_token_logits(batch)), method
+    assert torch.equal(plain, pocket.next_token_logits(batch))
