@@ -405,3 +405,18 @@ def test_all_three_on_the_pocket_backbone(single_thread_torch):
         with vectors.attached(pocket):
             assert torch.equal(plain, pocket.next_token_logits(batch)), method
     assert torch.equal(plain, pocket.next_token_logits(batch))
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="Fashion-MNIST not installed")
+def test_binding_episodes_train_with_their_own_demonstrations(tmp_path):
+    from aim.data.binding import binding_records
+    from aim.training.sequences import EpisodeSequences
+
+    records = binding_records("test", ways=2, n=3, seed=0, max_shots=4)
+    for record in records:
+        source = EpisodeSequences("fashion-mnist-binding-2way:test", [record], max_shots=4, min_shots=2)
+        words = set(record.extra["episode"]["words"])
+        for i in range(4):
+            seq = source.sample(np.random.default_rng(i))
+            assert 2 <= len(seq.demos) <= 4 and seq.target == record.answer
+            assert {d.answer for d in seq.demos} <= words  # the query's own episode binds its words

@@ -1,7 +1,8 @@
 """Training sequences for a fuser: k demonstrations, then a query (image + question) and its target.
 
-Three sources, each with ``sample(rng) -> TrainSequence`` and a ``description`` (recorded in the
-checkpoint): any record dataset grouped at random (``RecordSequences``), runs of consecutive
+Four sources, each with ``sample(rng) -> TrainSequence`` and a ``description`` (recorded in the
+checkpoint): any record dataset grouped at random (``RecordSequences``), label-binding episodes
+with their own demonstrations (``EpisodeSequences``), runs of consecutive
 image-text pairs of interleaved documents (``DocumentSequences``, OBELICS layout), or a backbone's
 own training data (``Backbone.training_sequences``: the pocket's episodes).
 """
@@ -32,10 +33,11 @@ class TrainSequence:
 class RecordSequences:
     """Random groups of ``min_shots`` to ``max_shots`` demonstrations and a query, drawn from records."""
 
-    def __init__(self, spec: str, max_shots: int, limit: Optional[int] = None, min_shots: int = 1):
+    def __init__(self, spec: str, max_shots: int, limit: Optional[int] = None, min_shots: int = 1,
+                 records: Optional[list] = None):
         from ..data.spec import load_records
 
-        self.records = load_records(spec, limit)
+        self.records = records if records is not None else load_records(spec, limit)
         self.min_shots, self.max_shots = min(min_shots, max_shots), max_shots
         if len(self.records) < max_shots + 1:
             raise AimError(f"{spec}: {len(self.records)} records, fewer than max_shots + 1 = {max_shots + 1} "
@@ -48,6 +50,27 @@ class RecordSequences:
         recs = [self.records[i] for i in picks]
         demos = [Demo(load_image(r.image), r.question, r.answer) for r in recs[:-1]]
         return TrainSequence(demos, load_image(recs[-1].image), recs[-1].question, recs[-1].answer)
+
+
+class EpisodeSequences:
+    """Label-binding records (``aim.data.binding``), each with its own episode: a sequence is one
+    record as the query and ``min_shots`` to ``max_shots`` demonstrations of its episode (its words
+    bind only there), drawn as the episode says."""
+
+    def __init__(self, spec: str, records: list, max_shots: int, min_shots: int = 1):
+        self.records = records
+        self.min_shots, self.max_shots = min(min_shots, max_shots), max_shots
+        self.description = (f"{spec}: {len(records)} label-binding episodes, {self.min_shots}-{max_shots} of each "
+                            "episode's own demonstrations and its query")
+
+    def sample(self, rng: np.random.Generator) -> TrainSequence:
+        from ..data.binding import episode_demos
+
+        record = self.records[int(rng.integers(len(self.records)))]
+        shots = int(rng.integers(self.min_shots, self.max_shots + 1))
+        demos = episode_demos(record, shots, seed=int(rng.integers(2**31)))
+        return TrainSequence([Demo(load_image(d.image), d.question, d.answer) for d in demos],
+                             load_image(record.image), record.question, record.answer)
 
 
 class DocumentSequences:
@@ -85,4 +108,9 @@ def sequence_source(data: Optional[str], backbone, seed: int, max_shots: int, li
         return own
     if data.startswith("documents:") or is_documents(data):
         return DocumentSequences(data, max_shots, limit)
-    return RecordSequences(data, max_shots, limit, min_shots)
+    from ..data.spec import load_records
+
+    records = load_records(data, limit)
+    if records and records[0].extra.get("episode"):
+        return EpisodeSequences(data, records, max_shots, min_shots)
+    return RecordSequences(data, max_shots, limit, min_shots, records=records)
