@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST = "bank.json"
+FUSER_FOLDER = "fuser"  # compress-demos --fit-on-pool: the fuser fitted on the pool, kept with its bank
 REBUILD = "rebuild the bank with `aim compress-demos`"
 
 
@@ -91,7 +92,8 @@ class DemoBank:
                                 f"resume with --storage {bank.storage}, or build another bank")
             bank._remove_orphans()
             return bank
-        others = sorted(n for n in os.listdir(folder) if n != LOCK_NAME) if os.path.isdir(folder) else []
+        mine = (LOCK_NAME, FUSER_FOLDER)  # the lock, and a fuser fitted on this very pool (--fit-on-pool)
+        others = sorted(n for n in os.listdir(folder) if n not in mine) if os.path.isdir(folder) else []
         if others and not overwrite:
             shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
             raise BankError(f"{folder} is not empty ({shown}) and is not a demo bank (no {MANIFEST}): give an empty "

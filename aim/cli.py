@@ -164,7 +164,12 @@ def ask(image: str, question: str, max_new_tokens: int, **opts) -> None:
               type=click.Choice(["float32", "float16", "bfloat16", "int8"]),
               help="Number format of the fused tokens on disk: float16/bfloat16 halve the bank, int8 (one scale per "
                    "token) quarters it (docs/formats.md has bytes per demonstration and the accuracy of each).")
-def compress_demos_cmd(fuser, dataset, out, limit, batch_size, shard_size, keys, overwrite, storage, **opts) -> None:
+@click.option("--fit-on-pool", type=int, default=None, metavar="N",
+              help="Refit the fuser's closed-form start on N demonstrations, half of them from this pool (images and "
+                   "texts; no labels needed), before fusing it: the pool's image domain reaches the fused tokens. The "
+                   "refitted fuser is saved in OUT/fuser; use it with the bank (--fuser OUT/fuser).")
+def compress_demos_cmd(fuser, dataset, out, limit, batch_size, shard_size, keys, overwrite, storage, fit_on_pool,
+                       **opts) -> None:
     """Turn a pool of demonstrations into a demo bank on disk (resumable: run it again after an interrupt).
 
     Several processes (`accelerate launch -m aim.cli compress-demos ...`) fuse disjoint shards of the
@@ -175,7 +180,10 @@ def compress_demos_cmd(fuser, dataset, out, limit, batch_size, shard_size, keys,
     records = _records(dataset, limit)
     _writable(out, "--out")
     backbone = _load_backbone(opts)
-    summary = compress_demos(backbone, load_fuser(fuser, backbone), records, out, batch_size, shard_size,
+    chosen = load_fuser(fuser, backbone)
+    if fit_on_pool:
+        chosen = _pool_fitted(backbone, chosen, records, out, fit_on_pool)
+    summary = compress_demos(backbone, chosen, records, out, batch_size, shard_size,
                              [k.strip() for k in keys.split(",") if k.strip()], overwrite=overwrite, storage=storage)
     from .processes import processes
 
@@ -188,6 +196,22 @@ def compress_demos_cmd(fuser, dataset, out, limit, batch_size, shard_size, keys,
                f"{summary['fused_tokens_per_demo']:.1f} | "
                f"{raw if raw is None else f'{raw:.1f}'} | {summary['bank_bytes'] / 2**20:.2f} MiB | "
                f"{summary['seconds']:.1f} s | {summary['demos_per_second'] or 0:.1f} |")
+
+
+def _pool_fitted(backbone, fuser, records, out: str, demos: int):
+    """The fuser refitted on the pool (aim/fusion/pool_fit.py), saved in OUT/fuser; a rerun of an
+    interrupted build finds it there and fuses with the same one."""
+
+    from .fusion import Fuser
+    from .fusion.pool_fit import fit_on_pool, saved_fit
+
+    folder = saved_fit(out)
+    if os.path.isfile(os.path.join(folder, "fusion_model.safetensors")):
+        return Fuser.from_pretrained(folder, backbone=backbone).to(backbone.device)
+    refit = fit_on_pool(backbone, fuser, records, demos)
+    refit.save_pretrained(folder)
+    click.echo(f"fuser fitted on the pool: {folder} (use it with this bank: --fuser {folder})")
+    return refit
 
 
 def _fuser(spec, backbone):

@@ -420,3 +420,36 @@ def test_binding_episodes_train_with_their_own_demonstrations(tmp_path):
             seq = source.sample(np.random.default_rng(i))
             assert 2 <= len(seq.demos) <= 4 and seq.target == record.answer
             assert {d.answer for d in seq.demos} <= words  # the query's own episode binds its words
+
+
+# ------------------------------------------------------------------ AIM's label-free fit on the pool
+def test_a_fuser_fitted_on_the_pool_it_compresses(backbone, tiny_hf_folders, dataset, tmp_path):
+    import dataclasses
+
+    from click.testing import CliRunner
+
+    from aim.bank import DemoBank
+    from aim.cli import cli
+    from aim.data.spec import load_records
+    from aim.fusion import TRAINED_FUSER, Fuser
+    from aim.fusion.pool_fit import fit_on_pool
+
+    fuser = Fuser.for_backbone(backbone, dataclasses.replace(TRAINED_FUSER, layer=-1))
+    fuser.save_pretrained(str(tmp_path / "fuser"))
+    refit = fit_on_pool(backbone, fuser, load_records(dataset), demos=8)
+    assert refit.config.training["pool_demos"] == 8 and refit.config.training["own_demos"] == 0  # llava: none of its own
+    assert refit.proj.weight.abs().sum() > 0 and refit.fingerprint() != fuser.fingerprint()
+
+    args = ["compress-demos", "--backbone", tiny_hf_folders("llava"), "--fuser", str(tmp_path / "fuser"), "--dataset",
+            dataset, "--out", str(tmp_path / "bank"), "--fit-on-pool", "8"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    saved = Fuser.from_pretrained(str(tmp_path / "bank" / "fuser"), backbone=backbone)
+    assert torch.equal(saved.proj.weight, refit.proj.weight)  # the same seeded fit
+    bank = DemoBank.open(str(tmp_path / "bank"), backbone=backbone.fingerprint(layer=-1), fuser=saved.fingerprint())
+    assert len(bank) == 12
+    again = CliRunner().invoke(cli, args)  # a rerun finds the bank complete and its fuser in place
+    assert again.exit_code == 0, again.output
+
+    identity = CliRunner().invoke(cli, args[:4] + ["identity"] + args[5:8] + [str(tmp_path / "other")] + args[9:])
+    assert identity.exit_code != 0 and "needs a residual linear fuser" in str(identity.exception)
