@@ -56,6 +56,23 @@ def tiny_images():
     return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
 
 
+@pytest.fixture(scope="session")
+def tiny_pool(tmp_path_factory):
+    """A JSONL dataset of 12 small random images, each asked "what colour?" (answers red / blue by
+    turn): training sequences for the trainers' tests."""
+    import json
+
+    folder = tmp_path_factory.mktemp("pool")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+        rows.append({"question_id": i, "image": f"{i}.png", "question": "what colour?", "answers": [["red", "blue"][i % 2]]})
+    path = folder / "pool.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
 @pytest.fixture
 def interrupt_after(monkeypatch):
     """``interrupt_after(step)``: the training loop's ``save_resume_point`` raises KeyboardInterrupt

@@ -64,7 +64,10 @@ def test_the_wheel_carries_every_module_and_the_shipped_checkpoints(wheel):
                for name in names if name.endswith(".py")}
     assert sources - set(wheel) == set()
     checkpoints = os.path.join(ROOT, "aim", "backbones", "pocket", "checkpoints")
-    shipped = {os.path.relpath(os.path.join(folder, name), ROOT)
-               for folder, _, names in os.walk(checkpoints) for name in names}
-    assert len(shipped) == 8 and shipped - set(wheel) == set()
+    files = {os.path.relpath(os.path.join(folder, name), ROOT)
+             for folder, _, names in os.walk(checkpoints) for name in names}
+    # next*/: a backbone still in training, kept in the repository between sessions, never shipped
+    pending = {f for f in files if os.path.relpath(f, os.path.relpath(checkpoints, ROOT)).startswith("next")}
+    shipped = files - pending
+    assert len(shipped) == 8 and shipped - set(wheel) == set() and not pending & set(wheel)
     assert not [n for n in wheel if n.startswith(("tests/", "benchmarks/", "docs/"))]

@@ -24,16 +24,8 @@ def backbone(tiny_hf_folders, single_thread_torch):
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pool")
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(12):
-        Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-        rows.append({"question_id": i, "image": f"{i}.png", "question": "what colour?", "answers": [["red", "blue"][i % 2]]})
-    path = folder / "pool.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
+def dataset(tiny_pool):
+    return tiny_pool
 
 
 def fusion(**kw):

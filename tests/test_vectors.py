@@ -19,21 +19,17 @@ def backbone(tiny_hf_folders, single_thread_torch):
     return aim.load_backbone(tiny_hf_folders("llava"))
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pool")
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(12):
-        Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-        rows.append({"question_id": i, "image": f"{i}.png", "question": "what colour?", "answers": [["red", "blue"][i % 2]]})
-    path = folder / "pool.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
 def query(backbone, tiny_images):
     return backbone.zero_shot_prompts(tiny_images[:2], ["what is it?", "which colour?"])
+
+
+def assert_same_answers(backbone, a, b, tiny_images):
+    """Two vector modules give the backbone the same next-token logits, bit for bit."""
+    batch = query(backbone, tiny_images)
+    with a.attached(backbone):
+        first = backbone.next_token_logits(batch)
+    with b.attached(backbone):
+        assert torch.equal(first, backbone.next_token_logits(batch))
 
 
 def live(backbone, scale=1.0, seed=0):
@@ -94,11 +90,7 @@ def test_save_and_load_round_trip(backbone, tiny_images, tmp_path):
     loaded = load_vectors(str(tmp_path / "v"), backbone)
     assert isinstance(loaded, LiveVectors)
     assert torch.equal(loaded.vectors, vectors.vectors) and torch.equal(loaded.alpha, vectors.alpha)
-    batch = query(backbone, tiny_images)
-    with vectors.attached(backbone):
-        a = backbone.next_token_logits(batch)
-    with loaded.attached(backbone):
-        assert torch.equal(a, backbone.next_token_logits(batch))
+    assert_same_answers(backbone, vectors, loaded, tiny_images)
 
 
 def test_another_backbone_is_refused(backbone, tiny_hf_folders, tmp_path):
@@ -121,20 +113,20 @@ def test_bad_folders_and_configs_are_clear(backbone, tmp_path):
         VectorTrainConfig(shots=0)
 
 
-def config(out, dataset, **kw):
-    base = dict(out=str(out), data=dataset, steps=3, batch_size=2, grad_accum=1, shots=3, val_examples=2,
+def config(out, data, **kw):
+    base = dict(out=str(out), data=data, steps=3, batch_size=2, grad_accum=1, shots=3, val_examples=2,
                 eval_every=3, save_every=2, log_every=1, warmup=1, lr=1e-2)
     base.update(kw)
     return VectorTrainConfig(**base)
 
 
-def test_training_moves_only_the_vectors_and_records_how(backbone, dataset, tmp_path):
+def test_training_moves_only_the_vectors_and_records_how(backbone, tiny_pool, tmp_path):
     before = {n: p.clone() for n, p in backbone.decoder.named_parameters()}
     from accelerate.utils import set_seed
 
     set_seed(0)  # the trainer's seed: its starting vectors
     start = LiveVectors.for_backbone(backbone)
-    out = train_vectors(backbone, config(tmp_path, dataset))
+    out = train_vectors(backbone, config(tmp_path, tiny_pool))
     vectors = load_vectors(out, backbone)
     assert not torch.equal(vectors.vectors, start.vectors)
     assert not torch.equal(vectors.alpha, start.alpha) and torch.all(start.alpha == 0.1)  # the weights trained too
@@ -146,19 +138,19 @@ def test_training_moves_only_the_vectors_and_records_how(backbone, dataset, tmp_
     assert all(np.isfinite(r["loss"]) for r in log if "loss" in r)
 
 
-def test_resume_gives_the_same_vectors(backbone, dataset, tmp_path, interrupt_after):
-    whole = load_vectors(train_vectors(backbone, config(tmp_path / "whole", dataset)), backbone)
+def test_resume_gives_the_same_vectors(backbone, tiny_pool, tmp_path, interrupt_after):
+    whole = load_vectors(train_vectors(backbone, config(tmp_path / "whole", tiny_pool)), backbone)
     restore = interrupt_after(2)
     with pytest.raises(KeyboardInterrupt):
-        train_vectors(backbone, config(tmp_path / "cut", dataset))
+        train_vectors(backbone, config(tmp_path / "cut", tiny_pool))
     restore()
-    resumed = load_vectors(train_vectors(backbone, config(tmp_path / "cut", dataset)), backbone)
+    resumed = load_vectors(train_vectors(backbone, config(tmp_path / "cut", tiny_pool)), backbone)
     assert torch.allclose(whole.vectors, resumed.vectors, atol=1e-6)
     assert torch.allclose(whole.alpha, resumed.alpha, atol=1e-6)
 
 
-def test_ce_only_training_needs_no_teacher(backbone, dataset, tmp_path):
-    out = train_vectors(backbone, config(tmp_path, dataset, kl_weight=0.0, steps=2, eval_every=2))
+def test_ce_only_training_needs_no_teacher(backbone, tiny_pool, tmp_path):
+    out = train_vectors(backbone, config(tmp_path, tiny_pool, kl_weight=0.0, steps=2, eval_every=2))
     assert "0.0 x T^2 KL" in load_vectors(out, backbone).config.training["objective"]
 
 
@@ -170,11 +162,11 @@ def eval_config(**kw):
     return IclEvalConfig(**dict(base, **kw))
 
 
-def test_live_runs_once_on_the_zero_shot_prompt(backbone, dataset, tmp_path):
+def test_live_runs_once_on_the_zero_shot_prompt(backbone, tiny_pool, tmp_path):
     from aim.data.spec import load_records
     from aim.eval.runner import icl_eval
 
-    records = load_records(dataset)[:5]
+    records = load_records(tiny_pool)[:5]
     zero = live(backbone, scale=0.0)
     doc = icl_eval(backbone, records, eval_config(), str(tmp_path), run_id="zero-vectors", progress=False,
                    vectors={"live": zero})
@@ -190,11 +182,11 @@ def test_live_runs_once_on_the_zero_shot_prompt(backbone, dataset, tmp_path):
     assert doc["configuration"]["vectors"]["live"]["method"] == "live"
 
 
-def test_icl_eval_asks_for_the_vectors_it_needs(backbone, dataset, tmp_path):
+def test_icl_eval_asks_for_the_vectors_it_needs(backbone, tiny_pool, tmp_path):
     from aim.data.spec import load_records
     from aim.eval.runner import IclEval
 
-    records = load_records(dataset)[:2]
+    records = load_records(tiny_pool)[:2]
     with pytest.raises(aim.errors.AimError, match="method live needs its vectors: pass --vectors"):
         IclEval(backbone, records, eval_config(), str(tmp_path))
     with pytest.raises(aim.errors.AimError, match="holds live vectors but --methods does not list live"):
@@ -212,18 +204,18 @@ def test_fewshot_answers_with_vectors(backbone, tiny_images, tmp_path):
     assert [a.text for a in answers] == [g.text for g in plain] and all(a.demo_ids == [] for a in answers)
 
 
-def test_the_command_line_trains_and_evaluates_vectors(tiny_hf_folders, dataset, tmp_path):
+def test_the_command_line_trains_and_evaluates_vectors(tiny_hf_folders, tiny_pool, tmp_path):
     from click.testing import CliRunner
 
     from aim.cli import cli
 
     folder = tiny_hf_folders("llava")
-    result = CliRunner().invoke(cli, ["train", "vectors", "--backbone", folder, "--data", dataset, "--shots", "2",
+    result = CliRunner().invoke(cli, ["train", "vectors", "--backbone", folder, "--data", tiny_pool, "--shots", "2",
                                       "--steps", "2", "--batch-size", "2", "--eval-every", "2",
                                       "--out", str(tmp_path / "v")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "v" / "vector_model.safetensors").is_file()
-    args = ["icl-eval", "--backbone", folder, "--dataset", dataset, "--limit", "3", "--methods", "zero,live",
+    args = ["icl-eval", "--backbone", folder, "--dataset", tiny_pool, "--limit", "3", "--methods", "zero,live",
             "--vectors", str(tmp_path / "v"), "--shots", "0,2", "--seeds", "0", "--max-new-tokens", "2",
             "--output", str(tmp_path / "eval"), "--run-id", "cli", "--quiet"]
     result = CliRunner().invoke(cli, args)
@@ -276,11 +268,11 @@ def test_mtv_patches_only_the_chosen_heads_at_the_last_position(backbone, tiny_i
     assert torch.equal(x[:, :-1], y[:, :-1]) and torch.equal(x[:, -1, [0, 1, 3]], y[:, -1, [0, 1, 3]])
 
 
-def test_mean_head_outputs_average_the_last_positions(backbone, dataset):
+def test_mean_head_outputs_average_the_last_positions(backbone, tiny_pool):
     from aim.training.sequences import RecordSequences
     from aim.vectors.mtv import mean_head_outputs
 
-    source = RecordSequences(dataset, 2, min_shots=2)
+    source = RecordSequences(tiny_pool, 2, min_shots=2)
     seqs = [source.sample(np.random.default_rng(i)) for i in range(3)]
     vectors = mtv(backbone)
     together = mean_head_outputs(backbone, vectors, seqs, batch_size=3)
@@ -288,9 +280,9 @@ def test_mean_head_outputs_average_the_last_positions(backbone, dataset):
     assert together.shape == (2, 4, 16) and torch.allclose(together, alone, atol=1e-5)  # left padding changes nothing
 
 
-def test_mtv_search_trains_only_the_choice_and_round_trips(backbone, dataset, tmp_path, tiny_images):
+def test_mtv_search_trains_only_the_choice_and_round_trips(backbone, tiny_pool, tmp_path, tiny_images):
     before = {n: p.clone() for n, p in backbone.decoder.named_parameters()}
-    out = train_vectors(backbone, config(tmp_path, dataset, vector=VectorConfig(method="mtv"), shots=2,
+    out = train_vectors(backbone, config(tmp_path, tiny_pool, vector=VectorConfig(method="mtv"), shots=2,
                                          mean_prompts=3, samples=4, candidates=2, lr=None))
     vectors = load_vectors(out, backbone)
     record = vectors.config.training
@@ -300,21 +292,16 @@ def test_mtv_search_trains_only_the_choice_and_round_trips(backbone, dataset, tm
     assert not torch.equal(vectors.logits, torch.full_like(vectors.logits, -1.0))  # the search moved it
     assert vectors.means.abs().sum() > 0
     assert all(torch.equal(p, before[n]) for n, p in backbone.decoder.named_parameters())
-    batch = query(backbone, tiny_images)
-    again = load_vectors(out, backbone)
-    with vectors.attached(backbone):
-        a = backbone.next_token_logits(batch)
-    with again.attached(backbone):
-        assert torch.equal(a, backbone.next_token_logits(batch))
+    assert_same_answers(backbone, vectors, load_vectors(out, backbone), tiny_images)
 
 
-def test_mtv_in_icl_eval_beside_live(backbone, dataset, tmp_path):
+def test_mtv_in_icl_eval_beside_live(backbone, tiny_pool, tmp_path):
     from aim.data.spec import load_records
     from aim.eval.runner import icl_eval
 
     chosen = torch.zeros(2, 4)
     chosen[0, 1] = 1
-    doc = icl_eval(backbone, load_records(dataset)[:3], eval_config(methods=("zero", "live", "mtv")), str(tmp_path),
+    doc = icl_eval(backbone, load_records(tiny_pool)[:3], eval_config(methods=("zero", "live", "mtv")), str(tmp_path),
                    run_id="both", progress=False, vectors={"live": live(backbone), "mtv": mtv(backbone, chosen)})
     rows = doc["results"]["tiny"]
     assert set(rows) == {"zero", "live", "mtv"} and rows["mtv"]["2"]["same_as"] == "mtv/0"
@@ -361,20 +348,15 @@ def test_mimic_magnitude_reads_the_real_attention_mask(backbone, tiny_images):
     assert padded_answer == alone_answer  # the cached steps too (one query position against all keys)
 
 
-def test_mimic_trains_its_shifts_only_and_round_trips(backbone, dataset, tmp_path, tiny_images):
+def test_mimic_trains_its_shifts_only_and_round_trips(backbone, tiny_pool, tmp_path, tiny_images):
     before = {n: p.clone() for n, p in backbone.decoder.named_parameters()}
-    out = train_vectors(backbone, config(tmp_path, dataset, vector=VectorConfig(method="mimic"), shots=2, lr=None))
+    out = train_vectors(backbone, config(tmp_path, tiny_pool, vector=VectorConfig(method="mimic"), shots=2, lr=None))
     shifts = load_vectors(out, backbone)
     record = shifts.config.training
     assert record["config"]["lr"] == 5e-3 and "layer-wise alignment" in record["objective"]
     assert record["trainable_parameters"] == 2 * 4 * 16 * 2 + 2 * 4  # shifts + magnitude weights and biases
     assert all(torch.equal(p, before[n]) for n, p in backbone.decoder.named_parameters())
-    batch = query(backbone, tiny_images)
-    again = load_vectors(out, backbone)
-    with shifts.attached(backbone):
-        a = backbone.next_token_logits(batch)
-    with again.attached(backbone):
-        assert torch.equal(a, backbone.next_token_logits(batch))
+    assert_same_answers(backbone, shifts, load_vectors(out, backbone), tiny_images)
 
 
 def test_all_three_on_the_pocket_backbone(single_thread_torch):
@@ -423,7 +405,7 @@ def test_binding_episodes_train_with_their_own_demonstrations(tmp_path):
 
 
 # ------------------------------------------------------------------ AIM's label-free fit on the pool
-def test_a_fuser_fitted_on_the_pool_it_compresses(backbone, tiny_hf_folders, dataset, tmp_path):
+def test_a_fuser_fitted_on_the_pool_it_compresses(backbone, tiny_hf_folders, tiny_pool, tmp_path):
     import dataclasses
 
     from click.testing import CliRunner
@@ -436,12 +418,12 @@ def test_a_fuser_fitted_on_the_pool_it_compresses(backbone, tiny_hf_folders, dat
 
     fuser = Fuser.for_backbone(backbone, dataclasses.replace(TRAINED_FUSER, layer=-1))
     fuser.save_pretrained(str(tmp_path / "fuser"))
-    refit = fit_on_pool(backbone, fuser, load_records(dataset), demos=8)
+    refit = fit_on_pool(backbone, fuser, load_records(tiny_pool), demos=8)
     assert refit.config.training["pool_demos"] == 8 and refit.config.training["own_demos"] == 0  # llava: none of its own
     assert refit.proj.weight.abs().sum() > 0 and refit.fingerprint() != fuser.fingerprint()
 
     args = ["compress-demos", "--backbone", tiny_hf_folders("llava"), "--fuser", str(tmp_path / "fuser"), "--dataset",
-            dataset, "--out", str(tmp_path / "bank"), "--fit-on-pool", "8"]
+            tiny_pool, "--out", str(tmp_path / "bank"), "--fit-on-pool", "8"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     saved = Fuser.from_pretrained(str(tmp_path / "bank" / "fuser"), backbone=backbone)

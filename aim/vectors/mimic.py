@@ -38,10 +38,6 @@ class HeadShifts(VectorModule):
     def __init__(self, config: VectorConfig):
         super().__init__(config)
         L, H, D = config.num_layers, config.num_heads, config.head_dim
-        if H is None or D is None:
-            from ..errors import ConfigError
-
-            raise ConfigError("mimic shifts need num_heads and head_dim: build them with HeadShifts.for_backbone")
         self.shifts = nn.Parameter(torch.randn(L, H, D) * 1e-3)  # MimIC's start
         self.log_z_weight = nn.Parameter(torch.randn(L, H, D) * 0.02)
         self.log_z_bias = nn.Parameter(torch.zeros(L, H))

@@ -34,9 +34,10 @@ class VectorModule(nn.Module):
 
     def __init__(self, config: VectorConfig):
         super().__init__()
-        if config.hidden_size is None or config.num_layers is None:
-            raise ConfigError("this VectorConfig is not bound to a backbone (hidden_size or num_layers unset): build "
-                              "the module with for_backbone(backbone, config)")
+        unbound = config.hidden_size is None or config.num_layers is None
+        if unbound or (self.on_heads and (config.num_heads is None or config.head_dim is None)):
+            raise ConfigError(f"this VectorConfig is not bound to a backbone (its sizes are unset): build the module with "
+                              f"{type(self).__name__}.for_backbone(backbone, config)")
         self.config = config
         self.source = None  # the folder it was loaded from, for messages
 

@@ -41,10 +41,6 @@ class TaskVectors(VectorModule):
     def __init__(self, config: VectorConfig):
         super().__init__(config)
         L, H, D = config.num_layers, config.num_heads, config.head_dim
-        if H is None or D is None:
-            from ..errors import ConfigError
-
-            raise ConfigError("mtv vectors need num_heads and head_dim: build them with TaskVectors.for_backbone")
         self.register_buffer("means", torch.zeros(L, H, D))
         self.register_buffer("chosen", torch.zeros(L, H))  # 1 where a head is patched
         self.logits = nn.Parameter(torch.full((L, H), -1.0))  # the head-choice distribution (MTV starts at -1)
