@@ -435,3 +435,22 @@ def test_a_fuser_fitted_on_the_pool_it_compresses(backbone, tiny_hf_folders, tin
 
     identity = CliRunner().invoke(cli, args[:4] + ["identity"] + args[5:8] + [str(tmp_path / "other")] + args[9:])
     assert identity.exit_code != 0 and "needs a residual linear fuser" in str(identity.exception)
+
+
+def test_mtv_search_scores_each_row_with_its_own_choice(backbone, tiny_pool):
+    import torch.nn.functional as F
+
+    from aim.training.sequences import RecordSequences
+    from aim.vectors.mtv import HeadSearch
+
+    chosen = torch.zeros(2, 4)
+    chosen[1] = 1
+    vectors = mtv(backbone)
+    seq = RecordSequences(tiny_pool, 1).sample(np.random.default_rng(0))
+    ce, _ = HeadSearch(backbone, vectors, samples=2).first_token_losses(seq, torch.stack([torch.zeros(2, 4), chosen]))
+    plain = backbone.next_token_logits(backbone.encode([backbone.query_body(seq.image, seq.question)]))
+    target = backbone.tokenizer(backbone.continuation_text(seq.target), add_special_tokens=False).input_ids[0]
+    assert torch.allclose(ce[0], F.cross_entropy(plain, torch.tensor([target])), atol=1e-5)  # no head: untouched
+    with mtv(backbone, chosen).attached(backbone):
+        patched = backbone.next_token_logits(backbone.encode([backbone.query_body(seq.image, seq.question)]))
+    assert torch.allclose(ce[1], F.cross_entropy(patched, torch.tensor([target])), atol=1e-5)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..backbones.base import PromptBatch
 from ..training.loss import AnswerLoss
 from .config import VectorConfig
 from .hooks import forward_hooks, head_outputs
@@ -106,7 +107,10 @@ class HeadSearch(nn.Module):
         """The answer's first-token cross-entropy of the zero-shot query under each choice (rows)."""
         bb = self.backbone
         target = bb.tokenizer(bb.continuation_text(seq.target), add_special_tokens=False).input_ids[0]
-        batch = bb.encode([bb.query_body(seq.image, seq.question)] * len(choices))
+        one = bb.encode([bb.query_body(seq.image, seq.question)])  # the image read once, the rows repeated
+        n = len(choices)
+        batch = PromptBatch(one.inputs_embeds.expand(n, -1, -1), one.attention_mask.expand(n, -1),
+                            one.position_ids.expand(*one.position_ids.shape[:-2], n, -1), one.input_ids.expand(n, -1))
         self.vectors.row_choices = choices
         try:
             with self.vectors.attached(bb), torch.no_grad():
