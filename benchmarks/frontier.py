@@ -5,10 +5,11 @@ and the same data, in one run per task.
 
 Methods, each an `aim icl-eval` method:
 - `zero`, `text`, `raw` (the k-shot prompt itself);
-- `fused` with each AIM design: the backbone's shipped fuser, a label-free fit of it on the task's
-  own demonstration pool (`aim.fusion.pool_fit`, as `compress-demos --fit-on-pool`), and any fuser
-  folder given as `--fusers name=FOLDER` (the paper's pure projection, pooled to 4 or 1 token,
-  prepend: trained with `aim train fuser`, docs/vectors.md and docs/frontier.md give the commands);
+- `fused` with each AIM design: the base fuser (`--fuser`, default the backbone's shipped one), a
+  label-free fit of it on the task's own demonstration pool (`aim.fusion.pool_fit`, as
+  `compress-demos --fit-on-pool`), and any fuser folder given as `--fusers name=FOLDER` (the paper's
+  pure projection, pooled to 4 or 1 token, prepend: trained with `aim train fuser`, whose options
+  docs/training.md lists);
 - the vector methods `live`, `mimic`, `mtv` (aim/vectors), each fitted first on the task's
   training split (`runs/frontier/TASK/METHOD`, reused when present) with what that cost recorded.
 
@@ -108,7 +109,7 @@ def run_task(backbone, name: str, task: dict, fusers: dict, args) -> dict:
         refit = fit_on_pool(backbone, shipped, own_pool, demos=args.fit_demos)
         refit.config.training["minutes"] = round((time.perf_counter() - start) / 60, 2)
         refit.save_pretrained(fit_folder)
-    every_fuser = {"shipped": shipped, "pool-fit": Fuser.from_pretrained(fit_folder, backbone=backbone)}
+    every_fuser = {"base": shipped, "pool-fit": Fuser.from_pretrained(fit_folder, backbone=backbone)}
     every_fuser.update({n: load_fuser(f, backbone) for n, f in fusers.items()})
 
     result = {"title": task["title"], "dataset": task["dataset"], "n": len(records), "seeds": list(seeds),
@@ -120,11 +121,12 @@ def run_task(backbone, name: str, task: dict, fusers: dict, args) -> dict:
     result["cells"]["zero"] = {"0": cell_figures(doc, task["dataset"], "zero", 0)}
     for method in ("text", "raw"):
         result["cells"][method] = {str(k): cell_figures(doc, task["dataset"], method, k) for k in shots}
-    result["cells"]["fused:shipped"] = {str(k): cell_figures(doc, task["dataset"], "fused", k) for k in shots}
+    result["cells"]["fused"] = {str(k): cell_figures(doc, task["dataset"], "fused", k) for k in shots}
+    result["memory"] = doc["memory"]
     for method in vectors:
         result["cells"][method] = {"0": cell_figures(doc, task["dataset"], method, 0)}
     for fname, fuser in every_fuser.items():
-        if fname == "shipped":
+        if fname == "base":
             continue
         cfg = IclEvalConfig(dataset=task["dataset"], methods=("fused",), shots=shots, seeds=seeds, limit=args.n,
                             pool=task.get("pool"), pool_limit=args.pool_limit, batch_size=args.batch_size)
@@ -134,7 +136,8 @@ def run_task(backbone, name: str, task: dict, fusers: dict, args) -> dict:
 
 
 def markdown(name: str, result: dict) -> str:
-    lines = [f"**{result['title']}** ({result['n']} queries, seeds {result['seeds']})", "",
+    lines = [f"**{result['title']}** ({result['n']} queries, seeds {result['seeds']}; `fused`: the base fuser; "
+             f"memory: {result.get('memory', {}).get('description', '')})", "",
              "| method | shots | accuracy | prompt tokens | latency / query | peak memory | preparation |",
              "|---|---|---|---|---|---|---|"]
     for method, row in result["cells"].items():
@@ -164,10 +167,13 @@ def plot(name: str, result: dict, path: str) -> None:
                 continue
             xs, ys, ks = zip(*points)
             ax.scatter(xs, ys, label=method, color=f"C{i % 10}", marker="os^Dv<>p*h"[i % 10])
+            made = result["prepared"].get(method)  # vectors: the shots they stand in for
             for x, y, k in points:
-                ax.annotate(k, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                ax.annotate(f"~{made['shots']}" if made else k, (x, y), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
         ax.set_xscale("log")
         ax.set_xlabel(label)
+        ax.set_ylim(-0.02, 1.02)
     axes[0].set_ylabel("accuracy (mean of seeds)")
     axes[1].legend(fontsize=7, loc="best")
     fig.suptitle(result["title"], fontsize=10)

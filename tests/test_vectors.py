@@ -131,7 +131,7 @@ def test_training_moves_only_the_vectors_and_records_how(backbone, tiny_pool, tm
     assert not torch.equal(vectors.vectors, start.vectors)
     assert not torch.equal(vectors.alpha, start.alpha) and torch.all(start.alpha == 0.1)  # the weights trained too
     assert vectors.config.training["shots"] == 3 and "3-3 demonstrations" in vectors.config.training["data"]
-    assert vectors.config.training["examples_read"] == 6
+    assert vectors.config.training["examples_read"] == 3 * 2 * (3 + 1)  # steps x batch x (shots + query)
     assert all(torch.equal(p, before[n]) for n, p in backbone.decoder.named_parameters())
     log = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
     assert [r["step"] for r in log if "val_loss" in r] == [0, 3]

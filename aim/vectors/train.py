@@ -148,7 +148,8 @@ def train_vectors(backbone, cfg: VectorTrainConfig) -> str:
             "trainable_parameters": sum(p.numel() for p in vectors.parameters()),
             "data": source.description, "shots": cfg.shots, "config": dataclasses.asdict(cfg),
             "steps_done": done.step, "minutes": done.minutes,
-            "examples_read": done.step * cfg.batch_size * done.accelerator.num_processes,
+            # records read: each training sequence is shots demonstrations and a query
+            "examples_read": done.step * cfg.batch_size * done.accelerator.num_processes * (cfg.shots + 1),
         }
         vectors.save_pretrained(cfg.out)
         plot_loss(os.path.join(cfg.out, "log.jsonl"), os.path.join(cfg.out, "loss.png"),
