@@ -201,12 +201,11 @@ def compress_demos_cmd(fuser, dataset, out, limit, batch_size, shard_size, keys,
 def _pool_fitted(backbone, fuser, records, out: str, demos: int):
     """The fuser refitted on the pool (aim/fusion/pool_fit.py), saved in OUT/fuser; a rerun of an
     interrupted build finds it there and fuses with the same one."""
-
-    from .fusion import Fuser
+    from .fusion import WEIGHTS_NAME, Fuser
     from .fusion.pool_fit import fit_on_pool, saved_fit
 
     folder = saved_fit(out)
-    if os.path.isfile(os.path.join(folder, "fusion_model.safetensors")):
+    if os.path.isfile(os.path.join(folder, WEIGHTS_NAME)):
         return Fuser.from_pretrained(folder, backbone=backbone).to(backbone.device)
     refit = fit_on_pool(backbone, fuser, records, demos)
     refit.save_pretrained(folder)
@@ -307,7 +306,9 @@ def icl_eval_cmd(fuser, dataset, pool, pool_limit, bank, methods, vector_folders
     pool_records = _records(pool, pool_limit, "--pool") if pool else None
     _writable(output, "--output")
     backbone = _load_backbone(opts)
-    needs_fuser = any(m not in ("zero",) + VECTOR_METHODS for m in methods) and any(k > 0 for k in shots)
+    from .eval.config import shows_demos
+
+    needs_fuser = any(shows_demos(m) for m in methods) and any(k > 0 for k in shots)
     vectors = {}
     if vector_folders:
         from .vectors import load_vectors
@@ -492,8 +493,8 @@ BACKBONE_OPTIONS = ("backbone", "device", "dtype", "load_in_4bit", "load_in_8bit
 @click.option("--method", default=VectorConfig.method, show_default=True, type=click.Choice(VECTOR_METHODS),
               help="live: one shift vector and one weight per decoder layer, trained (LIVE-style, NeurIPS 2024); "
                    "mimic: a shift per attention head with a query-dependent magnitude, trained to align each layer "
-                   "with the raw prompt's (MimIC-style, CVPR 2025); mtv: mean head outputs of many-shot prompts patched into heads chosen by REINFORCE (MTV-style, "
-                   "NeurIPS 2024).")
+                   "with the raw prompt's (MimIC-style, CVPR 2025); mtv: mean head outputs of many-shot prompts "
+                   "patched into heads chosen by REINFORCE (MTV-style, NeurIPS 2024).")
 @click.option("--data", default=None,
               help="The task's training data: a dataset spec / file / folder whose records are grouped at random "
                    "into --shots demonstrations and a query. Default: the backbone's own training sequences.")
@@ -516,8 +517,8 @@ def train_vectors_cmd(method, alpha_init, init_std, **opts) -> None:
     demonstrations (KL at the answer tokens) and by the answer (cross-entropy). mimic: trained
     to match each layer's output under the raw demonstrations, plus the answer. mtv: the heads' mean
     outputs over --mean-prompts raw prompts, and a REINFORCE search (--steps) for the heads to patch.
-    Use them with `aim icl-eval --methods live,mimic,mtv --vectors OUT ...`. Resumes from OUT/state/; writes OUT/vector_config.json,
-    OUT/vector_model.safetensors, OUT/log.jsonl and OUT/loss.png."""
+    Use them with `aim icl-eval --methods live,mimic,mtv --vectors OUT ...`. Resumes from OUT/state/;
+    writes OUT/vector_config.json, OUT/vector_model.safetensors, OUT/log.jsonl and OUT/loss.png."""
     from .vectors.train import train_vectors
 
     backbone_opts = {k: opts.pop(k) for k in BACKBONE_OPTIONS}

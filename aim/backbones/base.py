@@ -378,15 +378,26 @@ class Backbone(abc.ABC):
         the logits that predict the continuation's tokens, (T, vocab) float32, and those tokens (T,).
         The prompt and its continuation are tokenized together; a token that spans the boundary
         belongs to the continuation. Gradients flow as the caller's context says."""
+        return [(logits, tokens) for _, logits, tokens in self._continuation(prompts, layers=False)]
+
+    def continuation_states(self, prompts: Sequence[Sequence[Segment]]) -> list[tuple]:
+        """As ``continuation_logits``, with every decoder layer's output at the positions that predict
+        the continuation: per prompt (states (layers, T, hidden), logits (T, vocab), tokens (T,))."""
+        return self._continuation(prompts, layers=True)
+
+    def _continuation(self, prompts, layers: bool) -> list[tuple]:
         batch = self.encode(prompts, last_span=True, chat=False)
-        hidden = self.run(batch).last_hidden_state
-        out = []
+        out = self.run(batch, hidden_states=layers)
+        states = torch.stack(out.hidden_states[1:]) if layers else None  # (layers, B, L, hidden)
+        hidden = out.last_hidden_state
+        result = []
         for i, (start, end) in enumerate(batch.last_spans):
             if end <= start or start == 0:
                 raise ValueError(f"prompt {i}: the continuation {prompts[i][-1]!r} has no tokens of its own, or "
                                  "nothing precedes it (give a non-empty continuation after a prompt)")
-            out.append((self.lm_head(hidden[i, start - 1:end - 1]).float(), batch.input_ids[i, start:end]))
-        return out
+            result.append((states[:, i, start - 1:end - 1] if layers else None,
+                           self.lm_head(hidden[i, start - 1:end - 1]).float(), batch.input_ids[i, start:end]))
+        return result
 
     @torch.no_grad()
     def loglikelihood(self, bodies: Sequence[Sequence[Segment]], continuations: Sequence[str],

@@ -17,6 +17,12 @@ from .tasks import METRICS, SCORING, TASKS
 EVAL_METHODS = METHODS + VECTOR_METHODS
 
 
+def shows_demos(method: str) -> bool:
+    """Whether a method puts demonstrations in the prompt (raw, text, fused): zero and the vector
+    methods answer the query alone."""
+    return method not in ("zero",) + VECTOR_METHODS
+
+
 
 @dataclass
 class IclEvalConfig:

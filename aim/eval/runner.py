@@ -56,7 +56,7 @@ from ..locking import FolderLock
 from ..processes import Processes, processes
 from ..prompting import assemble
 from ..vectors.config import VECTOR_METHODS
-from .config import IclEvalConfig, is_episode
+from .config import IclEvalConfig, is_episode, shows_demos
 from .memory import PeakMemory
 from .tasks import check_scoring, choose_metric, classes_of, metrics_for, sample_scores, task_of
 from .run_folder import RunFolder, sample_key
@@ -194,8 +194,7 @@ class IclEval:
             if method not in config.methods:
                 raise AimError(f"--vectors {module.source} holds {method} vectors but --methods does not list {method}")
             module.check_backbone(backbone)
-        few = [m for m in config.methods if m not in ("zero",) + VECTOR_METHODS] if any(k > 0 for k in config.shots) \
-            else []
+        few = [m for m in config.methods if shows_demos(m)] if any(k > 0 for k in config.shots) else []
         self.needs_bank = bool(few) and any(not is_episode(r) for r in self.records)
         needs_fuser = self.needs_bank or ("fused" in few and any(is_episode(r) for r in self.records))
         if needs_fuser and fuser is None:

@@ -22,6 +22,7 @@ from ..errors import AimError
 from ..images import load_image
 from .align import align_fuser
 from .model import Fuser
+from .train import own_demos
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +47,7 @@ def fit_on_pool(backbone, fuser: Fuser, pool: Sequence[Record], demos: int = 512
         raise AimError(f"--fit-on-pool: the pool has {len(with_images)} demonstrations with images; the fit needs at "
                        "least 2")
     chosen = [Demo(load_image(r.image), r.question, r.answer) for r in picks]
-    others: list = []
-    while own is not None and len(others) < demos - len(chosen):
-        others += [d for d in own.sample(rng).demos if d.image is not None]
-    others = others[:max(0, demos - len(chosen))]
+    others = own_demos(own, rng, max(0, demos - len(chosen))) if own is not None else []
     refit = Fuser(dataclasses.replace(cfg, training=None)).to(backbone.device)
     refit.load_state_dict(fuser.state_dict())
     stats = align_fuser(backbone, refit, chosen + others, ridge)

@@ -99,13 +99,18 @@ def align_demos(source, cfg: FuserTrainConfig) -> list:
         if len(extra) < 2:
             raise AimError(f"--align-data {cfg.align_data}: {len(records)} records; the aligned start needs at "
                            "least 2 with images")
-    demos, wanted = [], cfg.align - len(extra)
+    return own_demos(source, rng, cfg.align - len(extra)) + extra
+
+
+def own_demos(source, rng: np.random.Generator, wanted: int) -> list:
+    """Up to ``wanted`` demonstrations with images from training sequences of ``source`` (at most
+    50 x ``wanted`` sequences are drawn, so a source without images cannot loop for ever)."""
+    demos: list = []
     for _ in range(50 * wanted):
         if len(demos) >= wanted:
             break
-        seq = source.sample(rng)
-        demos += [d for d in seq.demos if d.image is not None]
-    return demos[:wanted] + extra
+        demos += [d for d in source.sample(rng).demos if d.image is not None]
+    return demos[:wanted]
 
 
 def train_fuser(backbone: Backbone, cfg: FuserTrainConfig) -> str:

@@ -26,10 +26,9 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from ..errors import BackboneError, VectorMismatchError
+from ..errors import BackboneError
 from .config import VectorConfig
-from .hooks import decoder_layers
-from .model import FIX, VectorModule
+from .model import VectorModule
 
 
 class HeadShifts(VectorModule):
@@ -66,11 +65,7 @@ class HeadShifts(VectorModule):
     def attached(self, backbone) -> Iterator[None]:
         from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-        layers = decoder_layers(backbone)
-        if len(layers) != self.config.num_layers:
-            raise VectorMismatchError(f"shifts {self.source or ''} have {self.config.num_layers} layers; backbone "
-                                      f"{backbone.model_id} has {len(layers)}: {FIX}")
-        attention = [layer.self_attn for layer in layers]
+        attention = [layer.self_attn for layer in self.layers_of(backbone)]
         where = {id(a): i for i, a in enumerate(attention)}
         name = getattr(attention[0].config, "_attn_implementation", None) or "eager"
         eager = getattr(sys.modules[type(attention[0]).__module__], "eager_attention_forward", None)

@@ -55,14 +55,19 @@ class VectorModule(nn.Module):
         """One hook per decoder layer (see ``on_heads``)."""
         raise NotImplementedError
 
-    @contextlib.contextmanager
-    def attached(self, backbone) -> Iterator[None]:
-        """The backbone runs with these vectors inside the block; its hooks are removed on leaving it
-        (an exception included), so the backbone is as it was."""
+    def layers_of(self, backbone) -> list:
+        """The backbone's decoder layers, refused when they are not as many as these vectors have."""
         layers = decoder_layers(backbone)
         if len(layers) != self.config.num_layers:
             raise VectorMismatchError(f"vectors {self.source or ''} have {self.config.num_layers} layers; backbone "
                                       f"{backbone.model_id} has {len(layers)}: {FIX}")
+        return layers
+
+    @contextlib.contextmanager
+    def attached(self, backbone) -> Iterator[None]:
+        """The backbone runs with these vectors inside the block; its hooks are removed on leaving it
+        (an exception included), so the backbone is as it was."""
+        layers = self.layers_of(backbone)
         modules = head_outputs(backbone) if self.on_heads else layers
         with forward_hooks(modules, self.layer_hooks(layers), pre=self.on_heads):
             yield

@@ -34,88 +34,77 @@ logger = logging.getLogger(__name__)
 
 
 class VectorTraining(nn.Module):
-    """The vectors with the distillation loss as their forward (what accelerate wraps)."""
+    """The vectors with a teacher-student loss as their forward (what accelerate wraps). Teacher: the
+    backbone reading the raw k-shot prompt, no vectors (no grad); student: the query alone with the
+    vectors attached; both score the answer's tokens. Subclasses say what they read of each prompt
+    (``read``: tuples ending in logits (T, vocab) and tokens (T,)) and one example's loss."""
+
+    #: the option that turns the teacher off, named when teacher and student tokenize apart
+    teacher_option = "--kl-weight"
 
     def __init__(self, backbone, vectors: VectorModule, cfg: VectorTrainConfig):
         super().__init__()
-        self.vectors = vectors
-        self.kl_weight, self.ce_weight, self.temperature = cfg.kl_weight, cfg.ce_weight, cfg.temperature
+        self.vectors, self.cfg = vectors, cfg
         object.__setattr__(self, "backbone", backbone)
+
+    def uses_teacher(self) -> bool:
+        return bool(self.cfg.kl_weight)
+
+    def read(self, prompts: list) -> list[tuple]:
+        return target_logits(self.backbone, prompts)
+
+    def example_loss(self, student: tuple, teacher) -> torch.Tensor:
+        """LIVE's: ``kl_weight * T^2 * KL(teacher_T || student_T) + ce_weight * CE`` at the answer."""
+        cfg, (logits, labels) = self.cfg, student
+        loss = cfg.ce_weight * F.cross_entropy(logits, labels) if cfg.ce_weight else logits.new_zeros(())
+        if teacher is not None:
+            T = cfg.temperature
+            kl = F.kl_div(F.log_softmax(logits / T, -1), F.log_softmax(teacher[0] / T, -1), log_target=True,
+                          reduction="batchmean")
+            loss = loss + cfg.kl_weight * T * T * kl
+        return loss
 
     def forward(self, seqs: list[TrainSequence]) -> AnswerLoss:
         bb = self.backbone
         targets = [" " + s.target for s in seqs]
-        teacher = None
-        if self.kl_weight:
+        teacher = [None] * len(seqs)
+        if self.uses_teacher():
             with torch.no_grad():
-                teacher = target_logits(bb, answer_prompts(
-                    bb, [bb.raw_icl_body(s.demos, s.image, s.question) for s in seqs], targets))
+                teacher = self.read(answer_prompts(bb, [bb.raw_icl_body(s.demos, s.image, s.question) for s in seqs],
+                                                   targets))
         with self.vectors.attached(bb):
-            student = target_logits(bb, answer_prompts(bb, [bb.query_body(s.image, s.question) for s in seqs], targets))
-        T = self.temperature
+            student = self.read(answer_prompts(bb, [bb.query_body(s.image, s.question) for s in seqs], targets))
         losses = []
-        for i, (logits, labels) in enumerate(student):
-            loss = self.ce_weight * F.cross_entropy(logits, labels) if self.ce_weight else logits.new_zeros(())
-            if teacher is not None:
-                t_logits, t_labels = teacher[i]
-                if not torch.equal(t_labels, labels):
-                    raise AimError("teacher and student answers tokenized differently; use --kl-weight 0")
-                kl = F.kl_div(F.log_softmax(logits / T, -1), F.log_softmax(t_logits / T, -1), log_target=True,
-                              reduction="batchmean")
-                loss = loss + self.kl_weight * T * T * kl
-            losses.append(loss)
+        for mine, theirs in zip(student, teacher):
+            if theirs is not None and not torch.equal(theirs[-1], mine[-1]):
+                raise AimError(f"teacher and student answers tokenized differently; use {self.teacher_option} 0")
+            losses.append(self.example_loss(mine, theirs))
         losses = torch.stack(losses)
-        tokens = torch.tensor([len(lb) for _, lb in student], dtype=losses.dtype, device=losses.device)
-        return AnswerLoss(losses, tokens, [bool(lg[0].argmax() == lb[0]) for lg, lb in student])
+        tokens = torch.tensor([len(s[-1]) for s in student], dtype=losses.dtype, device=losses.device)
+        return AnswerLoss(losses, tokens, [bool(s[-2][0].argmax() == s[-1][0]) for s in student])
 
 
-def answer_states(backbone, prompts: list) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Per prompt (in the chat template, its last segment the answer): every layer's output at the
-    positions that predict the answer's tokens, (layers, T, hidden); the logits there (T, vocab);
-    the answer's tokens (T,)."""
-    batch = backbone.encode(prompts, last_span=True, chat=False)
-    out = backbone.run(batch, hidden_states=True)
-    layers = torch.stack(out.hidden_states[1:])  # (layers, B, L, hidden): each decoder layer's output
-    result = []
-    for i, (start, end) in enumerate(batch.last_spans):
-        result.append((layers[:, i, start - 1:end - 1], backbone.lm_head(out.last_hidden_state[i, start - 1:end - 1]).float(),
-                       batch.input_ids[i, start:end]))
-    return result
+class ShiftTraining(VectorTraining):
+    """MimIC-style: at the positions that predict the answer, ``align_weight * mean over layers of
+    |student - teacher|^2 / |teacher|^2`` (MimIC aligns every query position, squared error) plus
+    ``ce_weight * CE(answer)``."""
 
+    teacher_option = "--align-weight"
 
-class ShiftTraining(nn.Module):
-    """MimIC-style: the head shifts with the layer-wise alignment loss as their forward. Teacher: the
-    raw k-shot prompt without shifts; student: the query alone with them. At the positions that
-    predict the answer, ``align_weight * mean over layers of |student - teacher|^2 / |teacher|^2``
-    (MimIC aligns every query position, squared error) plus ``ce_weight * CE(answer)``."""
+    def uses_teacher(self) -> bool:
+        return True
 
-    def __init__(self, backbone, vectors: VectorModule, cfg: VectorTrainConfig):
-        super().__init__()
-        self.vectors = vectors
-        self.align_weight, self.ce_weight = cfg.align_weight, cfg.ce_weight
-        object.__setattr__(self, "backbone", backbone)
+    def read(self, prompts: list) -> list[tuple]:
+        return self.backbone.continuation_states(prompts)
 
-    def forward(self, seqs: list[TrainSequence]) -> AnswerLoss:
-        bb = self.backbone
-        targets = [" " + s.target for s in seqs]
-        with torch.no_grad():
-            teacher = answer_states(bb, answer_prompts(bb, [bb.raw_icl_body(s.demos, s.image, s.question) for s in seqs],
-                                                       targets))
-        with self.vectors.attached(bb):
-            student = answer_states(bb, answer_prompts(bb, [bb.query_body(s.image, s.question) for s in seqs], targets))
-        losses = []
-        for (t_states, _, t_labels), (states, logits, labels) in zip(teacher, student):
-            if not torch.equal(t_labels, labels):
-                raise AimError("teacher and student answers tokenized differently; use --align-weight 0")
-            t_states = t_states.float()
-            gap = ((states.float() - t_states) ** 2).sum(-1) / (t_states ** 2).sum(-1).clamp_min(1e-6)
-            loss = self.align_weight * gap.mean()
-            if self.ce_weight:
-                loss = loss + self.ce_weight * F.cross_entropy(logits, labels)
-            losses.append(loss)
-        losses = torch.stack(losses)
-        tokens = torch.tensor([len(lb) for _, _, lb in student], dtype=losses.dtype, device=losses.device)
-        return AnswerLoss(losses, tokens, [bool(lg[0].argmax() == lb[0]) for _, lg, lb in student])
+    def example_loss(self, student: tuple, teacher) -> torch.Tensor:
+        states, logits, labels = student
+        t_states = teacher[0].float()
+        gap = ((states.float() - t_states) ** 2).sum(-1) / (t_states ** 2).sum(-1).clamp_min(1e-6)
+        loss = self.cfg.align_weight * gap.mean()
+        if self.cfg.ce_weight:
+            loss = loss + self.cfg.ce_weight * F.cross_entropy(logits, labels)
+        return loss
 
 
 def train_vectors(backbone, cfg: VectorTrainConfig) -> str:
