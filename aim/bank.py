@@ -37,6 +37,7 @@ from safetensors.torch import save
 
 from .errors import BankError
 from .files import read_json, sha256, write_bytes, write_json
+from .fingerprints import differences
 from .locking import LOCK_NAME
 from .storage import check_storage, decode, encode
 
@@ -118,8 +119,8 @@ class DemoBank:
         if manifest.get("format_version") != FORMAT_VERSION:
             raise BankError(f"{folder}: bank format {manifest.get('format_version')}, this aim reads {FORMAT_VERSION}")
         fix = "build a bank for it with `aim compress-demos`"
-        if backbone is not None and manifest["backbone"] != backbone:
-            differ = _differ(manifest["backbone"], backbone)
+        differ = differences(manifest["backbone"], backbone) if backbone is not None else []
+        if differ:
             if differ == ["layer"]:  # the backbone is the same: the fuser reads another layer
                 raise BankError(f"bank {folder} holds fused tokens made from layer {manifest['backbone'].get('layer')} "
                                 f"states; this fuser reads layer {backbone.get('layer')}: use the fuser the bank was "

@@ -58,13 +58,15 @@ def test_key_rows_read_the_rows_asked_for_across_shards(tmp_path):
 
 def test_foreign_backbone_or_fuser_is_refused(tmp_path):
     DemoBank.create(str(tmp_path), BACKBONE, FUSER, 8).append(*shard(0, 2))
-    other = dict(BACKBONE, model="llava-hf/llava-1.5-7b-hf")
+    other = dict(BACKBONE, family="llava", model="llava-hf/llava-1.5-7b-hf")
     with pytest.raises(BankError, match="built with backbone .*model=pocket.* uses .*llava-1.5-7b"):
         DemoBank.open(str(tmp_path), backbone=other)
     with pytest.raises(BankError, match="built with fuser .*digest=f00.*digest=bad"):
         DemoBank.open(str(tmp_path), fuser={"kind": "linear", "digest": "bad"})
     with pytest.raises(BankError, match="built with backbone"):
         DemoBank.create(str(tmp_path), other, FUSER, 8)
+    # the same pocket weights loaded from another folder (same digest): the same backbone
+    assert len(DemoBank.open(str(tmp_path), backbone=dict(BACKBONE, model="pocket:/elsewhere/next"))) == 2
 
 
 def test_missing_manifest_and_truncated_shard(tmp_path):

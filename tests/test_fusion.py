@@ -11,6 +11,7 @@ from torch import nn
 
 from aim.backbones import Demo, DemoStates
 from aim.errors import AimError, FusionMismatchError
+from aim.fingerprints import differences
 from aim.fusion import CONFIG_NAME, WEIGHTS_NAME, FusionConfig, Fuser, identity_fuser
 
 H = 16
@@ -235,3 +236,16 @@ def test_wrong_inputs_are_explained():
         fuser(torch.randn(3, H + 1), torch.randn(3, H))
     with pytest.raises(ValueError, match="embed_fn"):
         fuser.forward_batch(FakeBackbone().read_demos(DEMOS))
+
+
+def test_same_weights_from_another_folder_are_the_same_backbone():
+    """A pocket checkpoint copied to another folder keeps its weights' digest: fusers, vectors and banks
+    made for it still fit. A hub model's revision is not a digest: another model id is another model."""
+    pocket = {"family": "pocket", "model": "pocket:runs/a", "revision": "5e10+fc68", "dtype": "float32",
+              "hidden_size": 576, "layer": 15}
+    assert differences(pocket, {**pocket, "model": "pocket:checkpoints/next"}) == []
+    assert differences(pocket, {**pocket, "model": "pocket:x", "revision": "5e10+0000"}) == ["model", "revision"]
+    assert differences(pocket, {**pocket, "layer": 3}) == ["layer"]
+    hub = {**pocket, "family": "llava", "model": "llava-hf/a", "revision": "main"}
+    assert differences(hub, {**hub, "model": "llava-hf/b"}) == ["model"]
+    assert differences({**pocket, "revision": None}, {**pocket, "revision": None, "model": "pocket:x"}) == ["model"]

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..errors import AimError, ConfigError, FusionMismatchError
 from ..files import load_weights, read_json, save_module
+from ..fingerprints import differences
 from .config import CONFIG_NAME, TARGET_EMBEDDINGS, WEIGHTS_NAME, FusionConfig
 
 logger = logging.getLogger(__name__)
@@ -193,8 +194,8 @@ class Fuser(nn.Module):
                                           f"backbone has {backbone.hidden_size}: {fix}")
             return
         current = dict(backbone.fingerprint(layer=self.config.layer))
-        if current != recorded:
-            differ = sorted(k for k in set(current) | set(recorded) if current.get(k) != recorded.get(k))
+        differ = differences(recorded, current)
+        if differ:
             raise FusionMismatchError(f"fuser {name} was made for backbone {describe(recorded)}; this backbone is "
                                       f"{describe(current)} (differs in {', '.join(differ)}): {fix}")
 

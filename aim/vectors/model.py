@@ -12,6 +12,7 @@ from typing import Iterator
 from torch import nn
 
 from ..errors import AimError, ConfigError, VectorMismatchError
+from ..fingerprints import differences
 from ..files import file_digest, load_weights, read_json, save_module
 from .config import CONFIG_NAME, VECTOR_METHODS, WEIGHTS_NAME, VectorConfig, vector_fingerprint
 from .hooks import attention_heads, decoder_layers, forward_hooks, head_outputs
@@ -86,9 +87,10 @@ class VectorModule(nn.Module):
             raise VectorMismatchError(f"vectors {name} expect hidden size {self.config.hidden_size}; backbone "
                                       f"{backbone.model_id} has {backbone.hidden_size}: {FIX}")
         recorded, current = self.config.backbone, vector_fingerprint(backbone)
-        if recorded is not None and recorded != current:
+        differ = differences(recorded, current) if recorded is not None else []
+        if differ:
             raise VectorMismatchError(f"vectors {name} were made for backbone {describe(recorded)}; this backbone is "
-                                      f"{describe(current)}: {FIX}")
+                                      f"{describe(current)} (differs in {', '.join(differ)}): {FIX}")
 
     def save_pretrained(self, folder: str) -> None:
         save_module(folder, self, self.config, WEIGHTS_NAME, CONFIG_NAME)
