@@ -37,7 +37,7 @@ from safetensors.torch import save
 
 from .errors import BankError
 from .files import read_json, sha256, write_bytes, write_json
-from .fingerprints import differences
+from .fingerprints import changed_keys, differences
 from .locking import LOCK_NAME
 from .storage import check_storage, decode, encode
 
@@ -52,10 +52,6 @@ REBUILD = "rebuild the bank with `aim compress-demos`"
 def rank_manifest(rank: int) -> str:
     """The manifest of the shards one of several processes has written and not yet merged."""
     return f"bank.rank-{rank}.json"
-
-
-def _differ(a: dict, b: dict) -> list[str]:
-    return sorted(k for k in set(a or {}) | set(b or {}) if (a or {}).get(k) != (b or {}).get(k))
 
 
 def _describe(fp: Optional[dict]) -> str:
@@ -128,9 +124,9 @@ class DemoBank:
             raise BankError(f"bank {folder} was built with backbone [{_describe(manifest['backbone'])}]; this pipeline "
                             f"uses [{_describe(backbone)}] (differs in {', '.join(differ)}): {fix}")
         if fuser is not None and manifest["fuser"] != fuser:
+            changed = ", ".join(changed_keys(manifest["fuser"], fuser))
             raise BankError(f"bank {folder} was built with fuser [{_describe(manifest['fuser'])}]; this pipeline "
-                            f"uses [{_describe(fuser)}] (differs in {', '.join(_differ(manifest['fuser'], fuser))}): "
-                            f"{fix}")
+                            f"uses [{_describe(fuser)}] (differs in {changed}): {fix}")
         bank = cls(folder, manifest)
         bank._check_shards()
         return bank

@@ -13,10 +13,16 @@ from typing import Optional
 WEIGHT_DIGEST_FAMILIES = frozenset({"pocket"})
 
 
+def changed_keys(a: Optional[dict], b: Optional[dict]) -> list[str]:
+    """Sorted keys whose values differ between two flat dicts (a missing key counts as None)."""
+    a, b = a or {}, b or {}
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
 def differences(recorded: Optional[dict], current: Optional[dict]) -> list[str]:
-    """Sorted keys in which two fingerprints differ (an empty list: the same backbone)."""
+    """Sorted keys in which two backbone fingerprints differ (an empty list: the same backbone)."""
     a, b = recorded or {}, current or {}
-    differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    differ = changed_keys(a, b)
     same_weights = (b.get("family") in WEIGHT_DIGEST_FAMILIES and bool(b.get("revision"))
                     and a.get("revision") == b.get("revision"))
     return [k for k in differ if not (k == "model" and same_weights)]
