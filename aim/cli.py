@@ -412,6 +412,7 @@ def train_connector_cmd(**opts) -> None:
 @_option(BackboneTrainConfig, "vqa_fraction", help="Share of easy-VQA question runs.")
 @_option(BackboneTrainConfig, "names_fraction", help="Share of class-name runs (real names, random demonstrations).")
 @_option(BackboneTrainConfig, "image_sets")
+@_option(BackboneTrainConfig, "vocabularies")
 @_option(BackboneTrainConfig, "easy_vqa_images", help="easy-VQA train scenes.")
 def train_backbone_cmd(**opts) -> None:
     """Stage 2 of the pocket backbone: varied interleaved episodes (label binding over several image

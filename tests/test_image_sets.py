@@ -162,3 +162,32 @@ def test_training_episodes_never_show_what_is_held_out():
     assert forms[True] and forms[False]  # bare labels and the other answer forms both occur
     with pytest.raises(AimError, match="training image sets"):
         EpisodeSampler(["emoji"])
+
+
+@pytest.mark.skipif(not FASHION, reason="Fashion-MNIST not installed")
+def test_training_mix_shares_are_read_and_checked():
+    """``--image-sets`` and ``--vocabularies`` take NAME or NAME:SHARE: a name alone keeps its default
+    share, shares are relative, and a bad name or share is refused with the fix."""
+    from aim.backbones.pocket.config import TRAINING_MIX
+    from aim.backbones.pocket.episodes import VOCABULARIES, EpisodeSampler, parse_shares
+
+    assert parse_shares("cv:3,number:1", VOCABULARIES, "vocabulary") == {"cv": 3.0, "number": 1.0}
+    assert parse_shares("cv, real", VOCABULARIES, "vocabulary") == {"cv": 0.35, "real": 0.2}
+    sampler = EpisodeSampler("fashion-mnist:3,patterns", easy_vqa_images=8, vocabularies="cv:1,number:1")
+    share = 3 / (3 + TRAINING_MIX["patterns"])
+    assert sampler.mix["fashion-mnist"] == pytest.approx(share)
+    assert sum(sampler.mix.values()) == pytest.approx(1.0)
+    assert sampler.vocabularies == {"cv": 0.5, "number": 0.5}
+    cv, numbers = set(vocab.label_words("cv", "train")), set(vocab.label_words("number", "train"))
+    seen = Counter()
+    for i in range(40):
+        ex = sampler._binding(np.random.default_rng([1, i]), 4)
+        word = ex.target.removeprefix("It is ").removeprefix("This is a ").rstrip(".")
+        seen["cv" if word in cv else "number" if word in numbers else word] += 1
+    assert set(seen) == {"cv", "number"}  # both drawn, nothing else
+    for text, what, match in [("cv:x", "vocabulary", "must be a number"), ("cv:0", "vocabulary", "above 0"),
+                              ("pseudo", "vocabulary", "use some of"), ("", "vocabulary", "no vocabulary")]:
+        with pytest.raises(AimError, match=match):
+            parse_shares(text, VOCABULARIES, what)
+    with pytest.raises(AimError, match="training image set 'emoji'"):
+        EpisodeSampler("emoji:1")

@@ -61,5 +61,9 @@ class BackboneTrainConfig(RunConfig):
     names_fraction: float = 0.1
     max_shots: int = 16
     image_sets: str = field(default=",".join(TRAINING_MIX), metadata={
-        "help": "training image sets of the binding and naming episodes, comma-separated"})
+        "help": "training image sets of the binding and naming episodes, comma-separated, each NAME or "
+                "NAME:SHARE (relative; a name alone keeps its default share)"})
+    vocabularies: str = field(default="cv:0.35,real:0.2,number:0.15,multi:0.3", metadata={
+        "help": "label vocabularies of the binding episodes (training word pools), comma-separated, each "
+                "NAME or NAME:SHARE (relative)"})
     easy_vqa_images: int = 3000

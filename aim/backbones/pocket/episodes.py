@@ -67,6 +67,27 @@ class Example:
     templated: bool = True  # False: the instruction alone after the image (stage 1's caption layout)
 
 
+def parse_shares(text: str, defaults: dict, what: str) -> dict:
+    """``"a,b"`` or ``"a:0.5,b:2"`` -> {name: share}: a name alone keeps its share in ``defaults``;
+    shares are relative (they need not add up to 1). Unknown names and bad numbers are refused."""
+    shares = {}
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        name, _, share = item.partition(":")
+        if name not in defaults:
+            raise AimError(f"{what} {name!r}: use some of {', '.join(defaults)} (as NAME or NAME:SHARE)")
+        try:
+            shares[name] = float(share) if share else defaults[name]
+        except ValueError:
+            raise AimError(f"{what} {item!r}: the share after ':' must be a number, e.g. {name}:0.3") from None
+        if shares[name] <= 0:
+            raise AimError(f"{what} {item!r}: a share must be above 0 (leave the name out instead)")
+    if not shares:
+        raise AimError(f"no {what}: give at least one of {', '.join(defaults)}")
+    return shares
+
+
 def _weighted(rng: np.random.Generator, table: dict) -> str:
     keys = list(table)
     p = np.asarray([table[k] for k in keys], dtype=float)
@@ -108,16 +129,26 @@ def episode_transform(rng: np.random.Generator) -> Callable[[Image.Image], Image
 
 class EpisodeSampler:
     """The image sets, vocabularies and QA pairs of the training splits, and the sampler of examples.
-    ``sets``: the training image sets to use (default all of ``TRAINING_MIX``; tests pass fewer)."""
+    ``sets``: the training image sets to use (default all of ``TRAINING_MIX``; tests pass fewer), as
+    names (their shares in ``TRAINING_MIX``) or a ``"name:share,..."`` string; ``vocabularies``
+    likewise against ``VOCABULARIES``."""
 
-    def __init__(self, sets: Optional[Sequence[str]] = None, easy_vqa_images: int = 3000, seed: int = 0):
-        sets = list(sets or TRAINING_MIX)
-        unknown = [s for s in sets if s not in TRAINING_MIX]
-        if unknown:
-            raise AimError(f"training image sets {unknown}: use some of {', '.join(TRAINING_SETS)}")
-        self.sets = {name: load_image_set(name, "train") for name in sets}
-        self.mix = {name: TRAINING_MIX[name] for name in sets}
-        self.words = {kind: label_words(kind, "train") for kind in VOCABULARIES}
+    def __init__(self, sets=None, easy_vqa_images: int = 3000, seed: int = 0, vocabularies: str = ""):
+        if isinstance(sets, str):
+            self.mix = parse_shares(sets, TRAINING_MIX, "training image set")
+        else:
+            sets = list(sets or TRAINING_MIX)
+            unknown = [s for s in sets if s not in TRAINING_MIX]
+            if unknown:
+                raise AimError(f"training image sets {unknown}: use some of {', '.join(TRAINING_SETS)}")
+            self.mix = {name: TRAINING_MIX[name] for name in sets}
+        total = sum(self.mix.values())
+        self.mix = {name: share / total for name, share in self.mix.items()}
+        self.vocabularies = parse_shares(vocabularies or ",".join(VOCABULARIES), VOCABULARIES, "vocabulary")
+        total = sum(self.vocabularies.values())
+        self.vocabularies = {kind: share / total for kind, share in self.vocabularies.items()}
+        self.sets = {name: load_image_set(name, "train") for name in self.mix}
+        self.words = {kind: label_words(kind, "train") for kind in self.vocabularies}
         rng = np.random.default_rng(seed)
         scenes, paths = easy_vqa.scene_captions("train"), easy_vqa.image_paths("train")
         chosen = sorted(scenes)
@@ -130,7 +161,7 @@ class EpisodeSampler:
 
     def description(self) -> str:
         return (f"binding on {', '.join(f'{k} {v:.0%}' for k, v in self.mix.items())} (training splits), vocabularies "
-                f"{', '.join(VOCABULARIES)} (training pools), {len(TRAIN_QUESTIONS)} question wordings, "
+                f"{', '.join(f'{k} {v:.0%}' for k, v in self.vocabularies.items())} (training pools), {len(TRAIN_QUESTIONS)} question wordings, "
                 f"{len(set(ANSWER_FORMS))} answer forms, draws {', '.join(DRAWS)}; class names; easy-VQA question "
                 "runs; caption runs")
 
@@ -157,7 +188,7 @@ class EpisodeSampler:
         eligible = np.flatnonzero(counts > max_shots)
         ways = int(rng.integers(2, max(2, min(5, len(eligible), max_shots)) + 1))
         classes = [int(c) for c in rng.choice(eligible, size=ways, replace=False)]
-        vocab = _weighted(rng, VOCABULARIES)
+        vocab = _weighted(rng, self.vocabularies)
         words = [str(w) for w in rng.choice(self.words[vocab], size=ways, replace=False)]
         draw = _weighted(rng, DRAWS)
         query = int(rng.integers(ways))

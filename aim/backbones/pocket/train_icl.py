@@ -136,7 +136,7 @@ def start_connector(cfg: BackboneTrainConfig) -> Connector:
 
 def train_backbone(cfg: BackboneTrainConfig) -> str:
     """Run (or resume) stage 2; returns the output folder, a pocket checkpoint."""
-    sampler = EpisodeSampler([s for s in cfg.image_sets.split(",") if s], cfg.easy_vqa_images, cfg.seed)
+    sampler = EpisodeSampler(cfg.image_sets, cfg.easy_vqa_images, cfg.seed, cfg.vocabularies)
     mix = {"caption": cfg.caption_fraction, "vqa": cfg.vqa_fraction, "names": cfg.names_fraction}
     mix["binding"] = 1.0 - sum(mix.values())
     if mix["binding"] < 0:
