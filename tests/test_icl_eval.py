@@ -309,3 +309,22 @@ def test_cli_end_to_end(tiny_hf_folders, single_thread_torch, tmp_path):
     again = CliRunner().invoke(cli, args)  # everything done: resumes to the same table
     table = lambda out: out[out.index("| method"):out.index("\nbackbone")]  # noqa: E731
     assert again.exit_code == 0 and table(again.output) == table(result.output)
+
+
+def test_run_folder_resumes_the_same_pocket_weights_from_another_folder(tmp_path):
+    """A run's config records the backbone fingerprint; the pocket's revision digests its weights, so
+    a moved checkpoint resumes the run, while other weights (or another hub model) are refused."""
+    from aim.eval.run_folder import RunFolder
+
+    def cfg(model, revision, family="pocket"):
+        return {"dataset": "d", "shots": [0, 2], "backbone": {"family": family, "model": model, "revision": revision}}
+
+    path = str(tmp_path / "run")
+    RunFolder(path, cfg("/old/next", "abc"))
+    with open(os.path.join(path, "samples.jsonl"), "w") as f:
+        f.write('{"method": "zero", "shots": 0, "seed": 0, "id": "1"}\n')
+    RunFolder(path, cfg("/new/next", "abc"))  # same weights, moved: resumes
+    for other, field in [(cfg("/old/next", "def"), "backbone.revision"),
+                         (cfg("llava-a", "abc", "llava"), "backbone.family, backbone.model")]:
+        with pytest.raises(aim.AimError, match=rf"differs in {field}\)"):
+            RunFolder(path, other)

@@ -24,6 +24,7 @@ from typing import Iterable, Optional
 
 from ..errors import AimError
 from ..files import read_json, write_json
+from ..fingerprints import differences
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,10 @@ class RunFolder:
         config_path = os.path.join(path, CONFIG)
         if os.path.isfile(config_path) and self._has_samples():
             old = read_json(config_path, "remove the run folder or pick another --run-id")
-            differ = config_differences(old, json.loads(json.dumps(config)))
+            new = json.loads(json.dumps(config))
+            differ = config_differences(old, new)
+            if "backbone.model" in differ and "model" not in differences(old.get("backbone"), new.get("backbone")):
+                differ.remove("backbone.model")  # the same weights from another folder (fingerprints.py)
             changed = sorted({d.split(".")[0] for d in differ if d.startswith(("records", "pool_records"))})
             if changed:
                 what = " and ".join("the demonstration pool" if c == "pool_records" else "the dataset" for c in changed)
