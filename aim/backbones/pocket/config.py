@@ -11,6 +11,8 @@ from ...training.config import RunConfig
 #: image set -> share of binding episodes (kept here, torch-free, for --help; episodes.py samples by it)
 TRAINING_MIX = {"fashion-mnist": 0.2, "patterns": 0.15, "easy-vqa-shapes": 0.05, "easy-vqa-colors": 0.1,
                 "photos": 0.2, "clipart": 0.3}
+#: label vocabularies of the binding episodes (training word pools of aim.data.vocab) and their shares
+VOCABULARIES = {"cv": 0.35, "real": 0.2, "number": 0.15, "multi": 0.3}
 
 CHECKPOINTS = os.path.join(os.path.dirname(__file__), "checkpoints")
 STAGE1_CONNECTOR = os.path.join(CHECKPOINTS, "connector")  # `aim train connector`
@@ -63,7 +65,7 @@ class BackboneTrainConfig(RunConfig):
     image_sets: str = field(default=",".join(TRAINING_MIX), metadata={
         "help": "training image sets of the binding and naming episodes, comma-separated, each NAME or "
                 "NAME:SHARE (relative; a name alone keeps its default share)"})
-    vocabularies: str = field(default="cv:0.35,real:0.2,number:0.15,multi:0.3", metadata={
+    vocabularies: str = field(default=",".join(f"{k}:{v}" for k, v in VOCABULARIES.items()), metadata={
         "help": "label vocabularies of the binding episodes (training word pools), comma-separated, each "
                 "NAME or NAME:SHARE (relative)"})
     easy_vqa_images: int = 3000

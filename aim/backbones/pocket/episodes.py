@@ -34,7 +34,7 @@ from ...data.vocab import label_words
 from ...errors import AimError
 from ...training.sequences import TrainSequence
 from ..base import Demo
-from .config import TRAINING_MIX
+from .config import TRAINING_MIX, VOCABULARIES
 
 #: the captioning instructions of stage 1 (and of stage 2's caption examples)
 INSTRUCTIONS = [
@@ -48,7 +48,6 @@ INSTRUCTIONS = [
 #: sets whose class names read as answers (``names`` examples) and captions (``caption`` examples)
 NAMED_SETS = ("fashion-mnist", "patterns", "easy-vqa-shapes", "easy-vqa-colors", "photos")
 CAPTIONED_SETS = ("fashion-mnist", "patterns", "easy-vqa-scenes")
-VOCABULARIES = {"cv": 0.35, "real": 0.2, "number": 0.15, "multi": 0.3}
 DRAWS = {"balanced": 0.4, "random": 0.4, "rare": 0.2}
 ANSWER_FORMS = ("{}", "{}", "{}", "It is {}.", "This is a {}.", "{}.")
 KINDS = ("binding", "names", "vqa", "caption")
