@@ -87,6 +87,12 @@ def parse_shares(text: str, defaults: dict, what: str) -> dict:
     return shares
 
 
+def _fractions(shares: dict) -> dict:
+    """Relative shares -> fractions that add up to 1."""
+    total = sum(shares.values())
+    return {name: share / total for name, share in shares.items()}
+
+
 def _weighted(rng: np.random.Generator, table: dict) -> str:
     keys = list(table)
     p = np.asarray([table[k] for k in keys], dtype=float)
@@ -141,11 +147,9 @@ class EpisodeSampler:
             if unknown:
                 raise AimError(f"training image sets {unknown}: use some of {', '.join(TRAINING_SETS)}")
             self.mix = {name: TRAINING_MIX[name] for name in sets}
-        total = sum(self.mix.values())
-        self.mix = {name: share / total for name, share in self.mix.items()}
-        self.vocabularies = parse_shares(vocabularies or ",".join(VOCABULARIES), VOCABULARIES, "vocabulary")
-        total = sum(self.vocabularies.values())
-        self.vocabularies = {kind: share / total for kind, share in self.vocabularies.items()}
+        self.mix = _fractions(self.mix)
+        self.vocabularies = _fractions(parse_shares(vocabularies or ",".join(VOCABULARIES), VOCABULARIES,
+                                                    "vocabulary"))
         self.sets = {name: load_image_set(name, "train") for name in self.mix}
         self.words = {kind: label_words(kind, "train") for kind in self.vocabularies}
         rng = np.random.default_rng(seed)
@@ -159,10 +163,12 @@ class EpisodeSampler:
         self._scenes: dict = {}
 
     def description(self) -> str:
-        return (f"binding on {', '.join(f'{k} {v:.0%}' for k, v in self.mix.items())} (training splits), vocabularies "
-                f"{', '.join(f'{k} {v:.0%}' for k, v in self.vocabularies.items())} (training pools), {len(TRAIN_QUESTIONS)} question wordings, "
-                f"{len(set(ANSWER_FORMS))} answer forms, draws {', '.join(DRAWS)}; class names; easy-VQA question "
-                "runs; caption runs")
+        def shares(table: dict) -> str:
+            return ", ".join(f"{k} {v:.0%}" for k, v in table.items())
+
+        return (f"binding on {shares(self.mix)} (training splits), vocabularies {shares(self.vocabularies)} "
+                f"(training pools), {len(TRAIN_QUESTIONS)} question wordings, {len(set(ANSWER_FORMS))} answer forms, "
+                f"draws {', '.join(DRAWS)}; class names; easy-VQA question runs; caption runs")
 
     # images -------------------------------------------------------------------------------------
     def image(self, name: str, row: int) -> Image.Image:
