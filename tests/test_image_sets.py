@@ -160,7 +160,7 @@ def test_training_episodes_never_show_what_is_held_out():
     assert set(kinds) == {"binding", "names", "vqa", "caption"}
     assert max(draws) <= 5 and min(draws) >= 1
     assert forms[True] and forms[False]  # bare labels and the other answer forms both occur
-    with pytest.raises(AimError, match="training image sets"):
+    with pytest.raises(AimError, match="training image set 'emoji': use some of fashion-mnist"):
         EpisodeSampler(["emoji"])
 
 

@@ -29,7 +29,7 @@ from PIL import Image, ImageOps
 from ...data import easy_vqa
 from ...data.binding import TRAIN_QUESTIONS
 from ...data.captions import CAPTION_PROMPT, fashion_caption, scene_caption
-from ...data.image_sets import TRAINING_SETS, load_image_set
+from ...data.image_sets import load_image_set
 from ...data.vocab import label_words
 from ...errors import AimError
 from ...training.sequences import TrainSequence
@@ -139,15 +139,9 @@ class EpisodeSampler:
     likewise against ``VOCABULARIES``."""
 
     def __init__(self, sets=None, easy_vqa_images: int = 3000, seed: int = 0, vocabularies: str = ""):
-        if isinstance(sets, str):
-            self.mix = parse_shares(sets, TRAINING_MIX, "training image set")
-        else:
-            sets = list(sets or TRAINING_MIX)
-            unknown = [s for s in sets if s not in TRAINING_MIX]
-            if unknown:
-                raise AimError(f"training image sets {unknown}: use some of {', '.join(TRAINING_SETS)}")
-            self.mix = {name: TRAINING_MIX[name] for name in sets}
-        self.mix = _fractions(self.mix)
+        if not isinstance(sets, str):
+            sets = ",".join(sets or TRAINING_MIX)
+        self.mix = _fractions(parse_shares(sets, TRAINING_MIX, "training image set"))
         self.vocabularies = _fractions(parse_shares(vocabularies or ",".join(VOCABULARIES), VOCABULARIES,
                                                     "vocabulary"))
         self.sets = {name: load_image_set(name, "train") for name in self.mix}
