@@ -4,6 +4,8 @@ and to 1 per demonstration).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/cost_vs_shots.py            # default, ~10-15 min on 2 cores
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/cost_vs_shots.py --quick    # smoke version, ~1-2 min
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/cost_vs_shots.py --shots 0,8,32 \
+        --backbone pocket:aim/backbones/pocket/checkpoints/next --fuser aim/backbones/pocket/checkpoints/next-fuser
 
 What a query costs here is what it costs a user of ``aim.FewShot`` with a bank already built: the
 banks (``aim.compress_demos`` over easy-VQA train records, identity-kind fusers, with and without
@@ -81,13 +83,14 @@ FUSED = [m for m in METHODS if m.startswith("fused")]
 LATENCY_TARGET = 0.35  # fused 32-shot whole-answer latency against raw 32-shot, at most (check c)
 
 
-def bank_fuser(backbone, name: str):
-    """The fuser of a bank: the shipped one, or an identity fuser (cost depends on the token count only)."""
+def bank_fuser(backbone, name: str, shipped: str = None):
+    """The fuser of a bank: the shipped one (or the folder ``shipped``, for a backbone that ships none
+    yet), or an identity fuser (cost depends on the token count only)."""
     pooling = METHODS[name][1]
     if pooling == "shipped":
         from aim.fusion import load_fuser
 
-        return load_fuser(None, backbone)
+        return load_fuser(shipped, backbone)
     return aim.Fuser.for_backbone(backbone, kind="identity", pool_tokens=pooling)
 PHASES = ("retrieval", "read", "assembly", "prefill", "decode", "first_token", "total")
 MB = 1024 * 1024
@@ -190,11 +193,11 @@ def median(values):
 class Setup:
     """The backbone and one FewShot per bank (per-token fused, pooled to 4, pooled to 1)."""
 
-    def __init__(self, backbone, folders: dict, new_tokens: int):
+    def __init__(self, backbone, folders: dict, new_tokens: int, shipped: str = None):
         self.backbone, self.new_tokens = backbone, new_tokens
         self.fewshot = {}
         for name, folder in folders.items():
-            fs = aim.FewShot(backbone, bank_fuser(backbone, name))
+            fs = aim.FewShot(backbone, bank_fuser(backbone, name, shipped))
             fs.open_bank(folder)
             self.fewshot[name] = fs
 
@@ -224,11 +227,11 @@ class Setup:
                 "demo_ids": ids, "batch": batch}
 
 
-def build_banks(backbone, records, folder: str) -> dict:
+def build_banks(backbone, records, folder: str, shipped: str = None) -> dict:
     """compress_demos once per pooling (resumed when the folder holds them already); not timed as a query."""
     out = {}
     for name in FUSED:
-        fuser = bank_fuser(backbone, name)
+        fuser = bank_fuser(backbone, name, shipped)
         summary = aim.compress_demos(backbone, fuser, records, os.path.join(folder, name), batch_size=8,
                                      keys=("image",), progress=False)
         out[name] = {"folder": os.path.join(folder, name), "demos": summary["demos"],
@@ -258,8 +261,8 @@ def memory_worker(spec: dict) -> list:
     configuration: every configuration starts from the same freshly loaded process, and no earlier
     configuration has grown its heap."""
     torch.set_num_threads(spec["threads"])
-    backbone = aim.load_backbone("pocket")
-    setup = Setup(backbone, spec["folders"], spec["new_tokens"])
+    backbone = aim.load_backbone(spec["backbone"])
+    setup = Setup(backbone, spec["folders"], spec["new_tokens"], spec["fuser"])
     image, question = load_image(spec["image"]), spec["question"]
     setup.query("zero", 0, image, question)
     results = []
@@ -285,7 +288,7 @@ def memory_worker(spec: dict) -> list:
 
 def run_memory(configs, query, folders, args) -> list:
     spec = {"configs": configs, "image": query.image, "question": query.question, "folders": folders,
-            "new_tokens": args.new_tokens, "threads": args.threads}
+            "new_tokens": args.new_tokens, "threads": args.threads, "backbone": args.backbone, "fuser": args.fuser}
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TQDM_DISABLE="1")
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--memory-worker", json.dumps(spec)],
                           capture_output=True, text=True, env=env)
@@ -305,14 +308,14 @@ def measure(args) -> dict:
 
     faiss.omp_set_num_threads(args.threads)
     load = {"start": os.getloadavg()}
-    backbone = aim.load_backbone("pocket")
+    backbone = aim.load_backbone(args.backbone)
     records = aim.load_records("easy-vqa:train", args.bank_size)
     tests = aim.load_records("easy-vqa:test")
     queries = [tests[i * args.query_stride] for i in range(args.queries)]
     bank_dir = args.bank_dir or tempfile.mkdtemp(prefix="aim-cost-banks-")
-    banks = build_banks(backbone, records, bank_dir)
+    banks = build_banks(backbone, records, bank_dir, args.fuser)
     folders = {name: b["folder"] for name, b in banks.items()}
-    setup = Setup(backbone, folders, args.new_tokens)
+    setup = Setup(backbone, folders, args.new_tokens, args.fuser)
     images = [load_image(q.image) for q in queries]
     configs = configurations(args.shots)
 
@@ -493,7 +496,7 @@ def plot(result: dict, path: str) -> None:
     for ax in axes[len(panels):]:
         ax.axis("off")
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"pocket backbone, CPU, {result['environment']['torch_threads']} thread(s), batch 1, "
+    fig.suptitle(f"{result['config'].get('backbone', 'pocket')}, CPU, {result['environment']['torch_threads']} thread(s), batch 1, "
                  f"{result['config']['new_tokens']} answer tokens; background load present", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -508,6 +511,9 @@ def default_png(json_path: str) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backbone", default="pocket", help="backbone spec, e.g. pocket:FOLDER for another checkpoint")
+    ap.add_argument("--fuser", default=None,
+                    help="fuser folder of the fused-shipped bank (default: the one that ships for the backbone)")
     ap.add_argument("--shots", default="0,1,2,4,8,16,32,64", help="comma-separated shot counts")
     ap.add_argument("--queries", type=int, default=2, help="easy-VQA test questions (batch 1 each)")
     ap.add_argument("--query-stride", type=int, default=97, help="take every n-th test question")
