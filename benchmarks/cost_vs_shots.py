@@ -496,7 +496,8 @@ def plot(result: dict, path: str) -> None:
     for ax in axes[len(panels):]:
         ax.axis("off")
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"{result['config'].get('backbone', 'pocket')}, CPU, {result['environment']['torch_threads']} thread(s), batch 1, "
+    backbone = result["config"].get("backbone", "pocket")  # results saved before --backbone: the pocket
+    fig.suptitle(f"{backbone}, CPU, {result['environment']['torch_threads']} thread(s), batch 1, "
                  f"{result['config']['new_tokens']} answer tokens; background load present", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
